@@ -1,0 +1,1 @@
+"""The ingest edge of hepwatch: HEP codec, listeners, Kafka publisher and disk spool."""

@@ -1,0 +1,1 @@
+"""Stream processing: SIP parsing, transactions, dialogs, detectors and sinks."""

@@ -1,0 +1,1 @@
+"""Command line, configuration and the wiring of the services; no protocol logic."""
