@@ -1,0 +1,184 @@
+"""The accept path shared by every listener: check, authenticate, normalise, key, publish.
+
+`Ingest.accept` takes one HEP packet as bytes with its sender and arrival time and either
+hands one Kafka record to the publisher or counts a rejection by reason (DESIGN "HEP in"
+and "Kafka record"). It does no I/O of its own, so listeners on threads and on the event
+loop share one instance; each listener keeps its own `ListenerStats` so the hot path
+never takes a lock (the metrics endpoint sums them).
+
+Kafka record contract: value = the packet as HEPv3 (v1/v2 converted, the auth key chunk
+removed, trailing bytes dropped); key = the SIP Call-ID, else the correlation id chunk,
+else the sender address; timestamp = the HEP capture time (arrival time when the agent
+sent 0/0); headers = collector node, receive time, HEP sender address, original version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from collector.auth import AuthPolicy
+from collector.hep.errors import HepError, RejectReason
+from collector.hep.fast import decode, encode_v3, find_call_id, looks_like_sip, strip_auth_key
+from collector.hep.model import PROTO_SIP
+
+log = logging.getLogger("hepwatch.ingest")
+
+# Kafka header names (the record contract; consumers read these).
+H_NODE = "hep.node"
+H_RECEIVED_US = "hep.received_us"
+H_SENDER = "hep.sender"
+H_VERSION = "hep.version"
+
+PublishFn = Callable[[bytes | None, bytes, int, list[tuple[str, bytes]]], None]
+
+_VERSION_BYTES = {1: b"1", 2: b"2", 3: b"3"}
+
+
+@dataclass
+class ListenerStats:
+    """Counters of one listener; plain ints, summed by the metrics collector at scrape time."""
+
+    transport: str
+    name: str
+    max_senders: int = 1000
+    received: int = 0
+    bytes_received: int = 0
+    accepted: int = 0
+    decoded_by_version: dict[int, int] = field(default_factory=lambda: {1: 0, 2: 0, 3: 0})
+    rejected: dict[RejectReason, int] = field(
+        default_factory=lambda: dict.fromkeys(RejectReason, 0)
+    )
+    trailing_bytes_packets: int = 0
+    per_sender: dict[str, list[int]] = field(default_factory=dict)  # host -> [accepted, rejected]
+    connections_open: int = 0
+    connections_total: int = 0
+    connections_refused: int = 0
+    framing_errors: int = 0
+
+    def sender(self, host: str) -> list[int]:
+        entry = self.per_sender.get(host)
+        if entry is None:
+            if len(self.per_sender) >= self.max_senders:
+                host = "other"
+                entry = self.per_sender.get(host)
+            if entry is None:
+                entry = self.per_sender[host] = [0, 0]
+        return entry
+
+
+class RejectLog:
+    """Logs a sample of rejected packets at a bounded rate (per minute, across reasons)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._window = 0.0
+        self._count = 0
+        self.suppressed = 0
+
+    def __call__(self, reason: RejectReason, detail: str, sender: str, data: bytes) -> None:
+        now = time.monotonic()
+        if now - self._window >= 60:
+            if self.suppressed:
+                log.warning(
+                    "%d more rejected packets not logged in the last minute", self.suppressed
+                )
+            self._window, self._count, self.suppressed = now, 0, 0
+        if self._count >= self.per_minute:
+            self.suppressed += 1
+            return
+        self._count += 1
+        log.warning(
+            "rejected packet from %s: %s%s (%d bytes, starts %s)",
+            sender,
+            reason.value,
+            f" ({detail})" if detail else "",
+            len(data),
+            data[:16].hex(),
+        )
+
+
+class Ingest:
+    def __init__(
+        self,
+        publish: PublishFn,
+        *,
+        node_name: str,
+        auth: AuthPolicy | None = None,
+        max_packet_bytes: int = 65535,
+        reject_log_per_minute: int = 20,
+    ) -> None:
+        self._publish = publish
+        self._node = node_name.encode()
+        self._auth = (
+            auth if auth is not None and (auth.requires_key or auth.restricts_sources) else None
+        )
+        self._max = max_packet_bytes
+        self._reject_log = RejectLog(reject_log_per_minute)
+
+    def source_allowed(self, host: str) -> bool:
+        return self._auth is None or self._auth.source_allowed(host)
+
+    def accept(
+        self, data: bytes, host: str, port: int, received_us: int, stats: ListenerStats
+    ) -> bool:
+        """Publish one packet or count its rejection; True when it was accepted."""
+        stats.received += 1
+        stats.bytes_received += len(data)
+        try:
+            pkt = decode(data, self._max)
+            auth = self._auth
+            if auth is not None:
+                if not auth.source_allowed(host):
+                    raise HepError(RejectReason.AUTH, "source address not in the allowlist")
+                if not auth.key_valid(pkt.capture_id, pkt.auth_key):
+                    raise HepError(
+                        RejectReason.AUTH,
+                        "missing auth key" if pkt.auth_key is None else "wrong auth key",
+                    )
+            payload = pkt.payload
+            key: bytes | None
+            if pkt.proto_type == PROTO_SIP:
+                if not looks_like_sip(payload):
+                    raise HepError(RejectReason.NOT_SIP, "payload is not a SIP message")
+                key = find_call_id(payload) or pkt.correlation_id
+            else:
+                key = pkt.correlation_id
+        except HepError as exc:
+            stats.rejected[exc.reason] += 1
+            stats.sender(host)[1] += 1
+            self._reject_log(exc.reason, exc.detail, f"{host}:{port}", data)
+            return False
+
+        if key is None:
+            key = f"{host}:{port}".encode()
+        if pkt.version == 3 and not pkt.compressed:
+            value = data
+            if pkt.trailing_bytes:
+                stats.trailing_bytes_packets += 1
+                value = value[: len(value) - pkt.trailing_bytes]
+            if pkt.auth_key is not None:
+                value = strip_auth_key(value)
+        else:
+            # v1/v2 are converted; compressed v3 is stored inflated so consumers never inflate.
+            value = encode_v3(pkt)
+        ts_ms = pkt.ts_sec * 1000 + pkt.ts_usec // 1000
+        if ts_ms == 0:
+            ts_ms = received_us // 1000
+        self._publish(
+            key,
+            value,
+            ts_ms,
+            [
+                (H_NODE, self._node),
+                (H_RECEIVED_US, b"%d" % received_us),
+                (H_SENDER, f"{host}:{port}".encode()),
+                (H_VERSION, _VERSION_BYTES[pkt.version]),
+            ],
+        )
+        stats.accepted += 1
+        stats.decoded_by_version[pkt.version] += 1
+        stats.sender(host)[0] += 1
+        return True

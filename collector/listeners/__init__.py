@@ -1,0 +1,1 @@
+"""Network listeners: thin adapters from sockets to the shared accept path."""

@@ -1,0 +1,300 @@
+"""The Kafka publisher: every accepted packet reaches the topic, or the disk spool, never neither.
+
+Records go straight to librdkafka (idempotent, acks=all, compressed, batched) while the
+broker acknowledges them. The publisher switches to spooling when the broker is down
+(librdkafka reports all brokers down), when librdkafka's bounded queue is full, or when a
+delivery fails; from then on every new record is appended to the spool behind the older
+ones, so nothing overtakes what is waiting. A drain thread replays the spool in order and
+acknowledges spool positions only after Kafka acknowledged the records; when the spool is
+empty the publisher goes back to producing directly. Records that were inside librdkafka
+when the broker went away come back through their delivery reports and are spooled too.
+
+On shutdown everything accepted is flushed to Kafka or, if the broker cannot take it in
+time, purged from librdkafka into the spool, so a restart delivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from collector.spool import Spool, SpoolRecord
+
+log = logging.getLogger("hepwatch.publisher")
+
+Headers = list[tuple[str, bytes]]
+
+# Delivery latency buckets (seconds): the receive-to-acknowledge histogram.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class PublisherStats:
+    produced: int = 0  # handed to librdkafka
+    acknowledged: int = 0  # acknowledged by the broker (direct and drained)
+    delivery_failures: int = 0  # delivery reports with an error (then spooled)
+    spooled: int = 0  # appended to the spool
+    spool_overflow: int = 0  # refused by a full spool: the only loss, counted and logged
+    drained: int = 0  # spool records acknowledged by the broker
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_counts[i] += 1
+                return
+        self.latency_counts[-1] += 1
+
+
+def producer_config(
+    bootstrap: str,
+    *,
+    compression: str = "zstd",
+    linger_ms: int = 5,
+    message_timeout_ms: int = 10000,
+    queue_max_messages: int = 500000,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """librdkafka settings for the collector's producer (DESIGN: idempotent, acks=all)."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": compression,
+        "linger.ms": linger_ms,
+        "batch.num.messages": 10000,
+        "message.timeout.ms": message_timeout_ms,
+        "queue.buffering.max.messages": queue_max_messages,
+        "reconnect.backoff.max.ms": 1000,
+        "socket.keepalive.enable": True,
+    }
+    config.update(extra or {})
+    return config
+
+
+class Publisher:
+    """Publishes records to one topic, with the spool as the fallback when Kafka cannot take them.
+
+    `publish` is called from the listener threads and the event loop; it never blocks on
+    the broker. A background thread serves librdkafka's callbacks and drains the spool.
+    """
+
+    # The drain loop sends at most this many spool records before waiting for their acks.
+    DRAIN_BATCH = 5000
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        topic: str,
+        spool: Spool,
+        *,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+    ) -> None:
+        self.topic = topic
+        self.spool = spool
+        self.stats = PublisherStats()
+        self._lock = threading.Lock()
+        self._spooling = len(spool) > 0  # a spool left by an earlier run drains first
+        self._broker_down = False
+        self._stop = threading.Event()
+        self._closed = False
+        self._last_overflow_log = 0.0
+        self._sample = 0
+        self._purge_requested = False
+        config = dict(config)
+        config["error_cb"] = self._on_error
+        config["on_delivery"] = self._on_delivery
+        self._producer = producer_factory(config)
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+        if self._spooling:
+            log.info("spool holds %d records from an earlier run: draining first", len(spool))
+
+    # -- the accept path ------------------------------------------------------------------
+
+    def publish(self, key: bytes | None, value: bytes, timestamp_ms: int, headers: Headers) -> None:
+        if self._spooling:
+            with self._lock:
+                if self._spooling:
+                    self._to_spool(SpoolRecord(key, value, timestamp_ms, headers))
+                    return
+        try:
+            self._producer.produce(self.topic, value, key, timestamp=timestamp_ms, headers=headers)
+        except BufferError:
+            # librdkafka's bounded queue is full: the broker is slow or gone.
+            with self._lock:
+                if not self._spooling:
+                    log.warning("producer queue full: spooling to disk until Kafka catches up")
+                self._spooling = True
+                self._to_spool(SpoolRecord(key, value, timestamp_ms, headers))
+            return
+        self.stats.produced += 1
+
+    def _to_spool(self, record: SpoolRecord) -> None:
+        """Append under self._lock; count a refusal as the one visible loss."""
+        if self.spool.append(record):
+            self.stats.spooled += 1
+            return
+        self.stats.spool_overflow += 1
+        now = time.monotonic()
+        if now - self._last_overflow_log > 10:
+            self._last_overflow_log = now
+            log.error(
+                "spool full (%d bytes): records are being dropped (%d so far)",
+                self.spool.depth_bytes,
+                self.stats.spool_overflow,
+            )
+
+    # -- librdkafka callbacks (run on the publisher thread, inside poll/flush) -------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            self.stats.acknowledged += 1
+            self._sample += 1
+            if self._sample & 63 == 0:
+                latency = msg.latency()
+                if latency is not None:
+                    self.stats.observe_latency(latency)
+            return
+        self.stats.delivery_failures += 1
+        with self._lock:
+            if not self._spooling:
+                log.warning("delivery failed (%s): spooling to disk", err.str())
+            self._spooling = True
+            self._to_spool(
+                SpoolRecord(msg.key(), msg.value(), msg.timestamp()[1], list(msg.headers() or ()))
+            )
+
+    def _on_error(self, err: KafkaError) -> None:
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            if not self._broker_down:
+                log.warning("all Kafka brokers are down: spooling to disk")
+            self._broker_down = True
+            with self._lock:
+                self._spooling = True
+            self._purge_requested = True
+        elif err.fatal():
+            log.error("fatal Kafka producer error: %s", err.str())
+        else:
+            log.debug("Kafka: %s", err.str())
+
+    # -- the publisher thread: callbacks and spool drain -----------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+            if self._purge_requested:
+                # Records still queued (not yet sent) come back as purge reports and are spooled.
+                self._purge_requested = False
+                self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+            if len(self.spool) == 0:
+                if self._spooling and len(self._producer) == 0:
+                    self._maybe_leave_spooling()
+                continue
+            if self._drain_once():
+                backoff = 0.5
+            else:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _maybe_leave_spooling(self) -> None:
+        with self._lock:
+            if len(self.spool) == 0 and self._spooling:
+                self._spooling = False
+                if self._broker_down:
+                    log.info("Kafka is back and the spool is drained: producing directly")
+                self._broker_down = False
+
+    def _drain_once(self) -> bool:
+        """Send one batch from the spool and wait for it; True if all of it was acknowledged."""
+        # While the broker looks down, probe with one record instead of a whole batch.
+        batch = self.spool.read_batch(1 if self._broker_down else self.DRAIN_BATCH)
+        if not batch:
+            return True
+        outcome: dict[str, int] = {"ok": 0, "failed": 0}
+
+        def on_drained(err: KafkaError | None, _msg: Any) -> None:
+            outcome["failed" if err else "ok"] += 1
+
+        sent = 0
+        for _pos, rec in batch:
+            try:
+                self._producer.produce(
+                    self.topic,
+                    rec.value,
+                    rec.key,
+                    timestamp=rec.timestamp_ms,
+                    headers=rec.headers,
+                    on_delivery=on_drained,
+                )
+                sent += 1
+            except BufferError:
+                self._producer.poll(0.1)
+                break
+            except KafkaException as exc:
+                log.error("cannot replay spooled record: %s", exc)
+                break
+        while outcome["ok"] + outcome["failed"] < sent:
+            self._producer.poll(0.05)
+        if sent and outcome["failed"] == 0 and outcome["ok"] == sent:
+            self.spool.ack(batch[sent - 1][0])
+            self.stats.drained += sent
+            self.stats.acknowledged += sent
+            if self._broker_down:
+                log.info(
+                    "Kafka accepts records again: draining the spool (%d left)", len(self.spool)
+                )
+            self._broker_down = False
+            return True
+        # Something failed: replay from the last acknowledged position, in order.
+        self._broker_down = True
+        self.spool.rewind()
+        return False
+
+    # -- lifecycle and state ------------------------------------------------------------------
+
+    @property
+    def spooling(self) -> bool:
+        return self._spooling
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._producer)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver or spool everything accepted, then stop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        # Let the drain thread finish what it can while the broker answers.
+        while time.monotonic() < deadline and (len(self._producer) or len(self.spool)):
+            if self._broker_down and len(self._producer) == 0:
+                break
+            time.sleep(0.05)
+        self._stop.set()
+        self._thread.join(timeout=max(1.0, deadline - time.monotonic() + 35))
+        remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
+        if remaining:
+            log.warning(
+                "%d records not acknowledged at shutdown: moving them to the spool", remaining
+            )
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self._producer.poll(0)
+            self._producer.flush(0)
+        self.spool.close()
+        log.info(
+            "publisher closed: %d acknowledged, %d in the spool",
+            self.stats.acknowledged,
+            len(self.spool),
+        )

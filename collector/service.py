@@ -1,0 +1,142 @@
+"""`hepwatch collect`: the collector service wired from its parts.
+
+Builds the spool, the Kafka publisher, the accept path, one listener per `--listen` URL
+and the operations endpoint, then runs until SIGTERM or SIGINT. Shutdown stops the
+listeners first (the datagrams and stream bytes already read are still accepted), then
+closes the publisher, which delivers or spools everything accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from prometheus_client.registry import CollectorRegistry
+
+from collector.auth import AuthPolicy
+from collector.ingest import Ingest, ListenerStats
+from collector.listeners.stream import StreamListener, server_tls_context
+from collector.listeners.udp import UdpListener
+from collector.metrics import CollectorMetrics
+from collector.publisher import Publisher, producer_config
+from collector.spool import Spool
+from hepwatch.config import Settings, parse_host_port
+from hepwatch.ops_http import start_ops_server
+
+log = logging.getLogger("hepwatch.collect")
+
+
+@dataclass
+class CollectorService:
+    settings: Settings
+    udp: list[UdpListener] = field(default_factory=list)
+    streams: list[StreamListener] = field(default_factory=list)
+    publisher: Publisher | None = None
+    metrics_port: int | None = None
+    _stop: asyncio.Event | None = None
+
+    def listener_stats(self) -> list[ListenerStats]:
+        return [lst.stats for lst in self.udp] + [lst.stats for lst in self.streams]
+
+    def not_ready(self) -> list[str]:
+        problems = []
+        if not self.udp and not self.streams:
+            problems.append("no listener is bound")
+        pub = self.publisher
+        if pub is None:
+            problems.append("publisher not started")
+        elif pub.spooling and pub.spool.depth_bytes >= pub.spool.max_bytes:
+            problems.append("Kafka unreachable and the spool is full")
+        return problems
+
+    async def start(self) -> None:
+        s = self.settings
+        spool = Spool(s.spool.dir, max_bytes=s.spool.max_bytes, segment_bytes=s.spool.segment_bytes)
+        k = s.kafka
+        self.publisher = Publisher(
+            producer_config(
+                k.bootstrap,
+                compression=k.compression,
+                linger_ms=k.linger_ms,
+                message_timeout_ms=k.message_timeout_ms,
+                queue_max_messages=k.queue_max_messages,
+                extra=k.extra,
+            ),
+            k.topic,
+            spool,
+        )
+        c = s.collector
+        ingest = Ingest(
+            self.publisher.publish,
+            node_name=c.node_name,
+            auth=AuthPolicy(s.auth.keys, s.auth.allow_cidrs),
+            max_packet_bytes=c.max_packet_bytes,
+            reject_log_per_minute=c.reject_log_per_minute,
+        )
+        tls = None
+        for addr in c.listen_addresses():
+            if addr.scheme == "udp":
+                lst = UdpListener(
+                    addr.host, addr.port, ingest,
+                    receive_buffer=c.udp_receive_buffer_bytes,
+                    max_senders=c.max_tracked_senders,
+                )
+                lst.start()
+                self.udp.append(lst)
+                continue
+            if addr.scheme == "tls" and tls is None:
+                if c.tls_cert is None or c.tls_key is None:
+                    raise ValueError("tls:// listeners need collector.tls_cert and collector.tls_key")
+                tls = server_tls_context(c.tls_cert, c.tls_key, c.tls_client_ca)
+            stream = StreamListener(
+                addr.scheme, addr.host, addr.port, ingest,
+                ssl_context=tls if addr.scheme == "tls" else None,
+                max_connections=c.max_connections,
+                idle_timeout_s=c.idle_timeout_s,
+                max_packet_bytes=c.max_packet_bytes,
+                max_senders=c.max_tracked_senders,
+            )
+            await stream.start()
+            self.streams.append(stream)
+        if s.metrics.listen:
+            registry = CollectorRegistry()
+            registry.register(
+                CollectorMetrics(
+                    self.listener_stats,
+                    self.publisher,
+                    lambda: {u.name: u.kernel_drops() or 0 for u in self.udp},
+                )
+            )
+            host, port = parse_host_port(s.metrics.listen)
+            self._ops_runner, self.metrics_port = await start_ops_server(
+                host, port, registry, self.not_ready
+            )
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+        log.info(
+            "collecting into Kafka %s topic %s (spool %s)", k.bootstrap, k.topic, s.spool.dir
+        )
+
+    async def stop(self) -> None:
+        for u in self.udp:
+            u.stop()
+        for st in self.streams:
+            await st.stop()
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.close)
+        runner = getattr(self, "_ops_runner", None)
+        if runner is not None:
+            await runner.cleanup()
+
+    async def run_until_signalled(self) -> None:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        try:
+            await self._stop.wait()
+            log.info("shutting down: flushing what was accepted")
+        finally:
+            await self.stop()

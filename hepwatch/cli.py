@@ -1,0 +1,165 @@
+"""The `hepwatch` command line.
+
+Each command reads the configuration (TOML file, then environment, then its flags) and
+runs one service or tool. Flags that are not given leave the file and environment alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hepwatch import __version__
+from hepwatch.config import Settings, config_file, load_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
+    path = config_file(ctx.obj.get("config"))
+    try:
+        settings = load_settings(path, _drop_none(overrides))
+    except Exception as exc:  # pydantic ValidationError, bad TOML, missing file
+        raise click.ClickException(f"configuration: {exc}") from exc
+    _setup_logging(ctx.obj.get("log_level") or settings.log.level)
+    return settings
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                out[key] = value
+        elif value not in (None, ()):
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hepwatch")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (default: $HEPWATCH_CONFIG, else ./hepwatch.toml if present).",
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+              case_sensitive=False), help="Override log.level.")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, log_level: str | None) -> None:
+    """hepwatch: SIP capture for Kamailio clusters.
+
+    Kamailio mirrors every SIP message as HEP; hepwatch collects it into Kafka, follows
+    every dialog and flags session-modification failures (491 glare, 405 to UPDATE, 481
+    in early dialogs, missed session-timer refreshes).
+
+    Settings come from a TOML file, HEPWATCH_<SECTION>__<KEY> environment variables, and
+    the flags of each command, in rising precedence. `hepwatch config` prints the result.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    ctx.obj["log_level"] = log_level
+
+
+@cli.command()
+@click.option("--listen", "listen", multiple=True, metavar="URL",
+              help="udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT; repeatable "
+                   "(default udp and tcp on 0.0.0.0:9060).")
+@click.option("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option("--topic", help="Kafka topic (default hepwatch.hep).")
+@click.option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Disk spool used while Kafka is unreachable (default var/spool).")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve /metrics, /healthz and /readyz here (default 127.0.0.1:9096).")
+@click.option("--node-name", help="Collector node name put in every record (default: hostname).")
+@click.pass_context
+def collect(
+    ctx: click.Context,
+    listen: tuple[str, ...],
+    kafka: str | None,
+    topic: str | None,
+    spool_dir: Path | None,
+    metrics: str | None,
+    node_name: str | None,
+) -> None:
+    """Receive HEP v1/v2/v3 over UDP, TCP and TLS and publish it to Kafka.
+
+    Every accepted packet reaches Kafka as HEPv3 keyed by its SIP Call-ID, or waits in the
+    disk spool while the broker is unreachable; SIGTERM flushes everything accepted.
+    """
+    from collector.service import CollectorService
+
+    settings = _settings(
+        ctx,
+        {
+            "collector": {"listen": listen, "node_name": node_name},
+            "kafka": {"bootstrap": kafka, "topic": topic},
+            "spool": {"dir": spool_dir},
+            "metrics": {"listen": metrics},
+        },
+    )
+    service = CollectorService(settings)
+    try:
+        asyncio.run(service.run_until_signalled())
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--to", "to_url", required=True, metavar="URL",
+              help="Collector address: udp://HOST:PORT or tcp://HOST:PORT.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="Packets per second (default: as fast as possible).")
+@click.option("--loop", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Send the capture this many times.")
+@click.option("--capture-id", type=click.IntRange(min=0, max=2**32 - 1), default=0,
+              show_default=True, help="Capture id for plain SIP packets wrapped as HEPv3.")
+@click.pass_context
+def replay(
+    ctx: click.Context, file: Path, to_url: str, rate: float | None, loop: int, capture_id: int
+) -> None:
+    """Send a pcap or pcapng capture to a collector.
+
+    HEP packets inside the capture are sent as they are; plain SIP packets are wrapped as
+    HEPv3 with their addresses, ports and capture times.
+    """
+    from collector import replay as replay_mod
+
+    _setup_logging(ctx.obj.get("log_level") or "INFO")
+    try:
+        result = replay_mod.replay(file, to_url, rate=rate, loop=loop, capture_id=capture_id)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(str(result))
+
+
+@cli.command("config")
+@click.pass_context
+def show_config(ctx: click.Context) -> None:
+    """Print the effective configuration (file, environment and defaults) as JSON; keys masked."""
+    settings = _settings(ctx, {})
+    data = json.loads(settings.model_dump_json())
+    data["auth"]["keys"] = dict.fromkeys(data["auth"]["keys"], "***")
+    click.echo(json.dumps(data, indent=2))
+
+
+def main() -> None:
+    cli(prog_name="hepwatch")
+
+
+if __name__ == "__main__":
+    main()

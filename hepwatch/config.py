@@ -1,0 +1,167 @@
+"""Configuration: a TOML file, environment overrides on top, command-line flags on top of both.
+
+Precedence, highest first: flags given on the command line, `HEPWATCH_<SECTION>__<KEY>`
+environment variables (for example `HEPWATCH_KAFKA__BOOTSTRAP=broker:9092`), the TOML
+file named by `--config` or `HEPWATCH_CONFIG` (else `./hepwatch.toml` when it exists),
+then the embedded defaults below. Every default is usable on one machine as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LISTEN_SCHEMES = ("udp", "tcp", "tls")
+
+
+class ListenAddress(BaseModel):
+    """A parsed listener URL: `udp://HOST:PORT`, `tcp://HOST:PORT` or `tls://HOST:PORT`."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> ListenAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in LISTEN_SCHEMES:
+            raise ValueError(f"listener {url!r}: scheme must be one of {', '.join(LISTEN_SCHEMES)}")
+        if parts.hostname is None or parts.port is None:
+            raise ValueError(f"listener {url!r}: expected {parts.scheme}://HOST:PORT")
+        return cls(scheme=parts.scheme, host=parts.hostname, port=parts.port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` into a pair; raises ValueError with the reason."""
+    parts = urlsplit("//" + value)
+    if parts.port is None:
+        raise ValueError(f"{value!r}: expected HOST:PORT")
+    return parts.hostname or default_host, parts.port
+
+
+class CollectorConfig(BaseModel):
+    listen: list[str] = Field(default_factory=lambda: ["udp://0.0.0.0:9060", "tcp://0.0.0.0:9060"])
+    node_name: str = Field(default_factory=socket.gethostname)
+    max_packet_bytes: int = Field(65535, ge=64, le=65535)
+    udp_receive_buffer_bytes: int = Field(8 * 1024 * 1024, ge=65536)
+    max_connections: int = Field(1024, ge=1)
+    idle_timeout_s: float = Field(300.0, gt=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # when set, TLS clients must present a certificate
+    reject_log_per_minute: int = Field(20, ge=0)
+    max_tracked_senders: int = Field(1000, ge=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: list[str]) -> list[str]:
+        for url in value:
+            ListenAddress.parse(url)
+        return value
+
+    def listen_addresses(self) -> list[ListenAddress]:
+        return [ListenAddress.parse(url) for url in self.listen]
+
+
+class KafkaConfig(BaseModel):
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = "hepwatch.hep"
+    compression: str = "zstd"
+    linger_ms: int = Field(5, ge=0)
+    # After this long without an acknowledgement a record leaves librdkafka for the spool.
+    message_timeout_ms: int = Field(10000, ge=1000)
+    queue_max_messages: int = Field(500000, ge=1000)
+    # Raw librdkafka properties, applied last (for SASL, SSL and tuning).
+    extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class SpoolConfig(BaseModel):
+    dir: Path = Path("var/spool")
+    max_bytes: int = Field(1024**3, ge=1024 * 1024)
+    segment_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+
+
+class AuthConfig(BaseModel):
+    # Agent keys (HEP chunk 0x000e) by capture id; "*" applies to every capture id.
+    # When any key is set, a packet without the right key is dropped and counted.
+    keys: dict[str, str] = Field(default_factory=dict)
+    # Source networks allowed to send HEP; empty means any.
+    allow_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("allow_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+
+class MetricsConfig(BaseModel):
+    listen: str | None = "127.0.0.1:9096"
+
+
+class LogConfig(BaseModel):
+    level: str = "INFO"
+    json_format: bool = False
+
+
+class Settings(BaseSettings):
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEPWATCH_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # TomlConfigSettingsSource reads `toml_file` from model_config; None reads nothing.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The TOML file to read: the flag, else `HEPWATCH_CONFIG`, else ./hepwatch.toml if present."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("HEPWATCH_CONFIG"):
+        return Path(env)
+    local = Path("hepwatch.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from file, environment and flag overrides (a nested dict)."""
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+    return FileSettings(**(overrides or {}))

@@ -1,0 +1,46 @@
+"""Shared fixtures: the shared/ folder (optional), a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kafka_broker import TansuBroker  # noqa: E402
+
+
+def shared_dir() -> Path | None:
+    """`../shared` beside the checkout (or $HEPWATCH_SHARED); None where it is absent."""
+    env = os.environ.get("HEPWATCH_SHARED")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    path = shared_dir()
+    if path is None:
+        pytest.skip("../shared is not present (vectors and testbed live there, not in the project)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[TansuBroker]:
+    b = TansuBroker()
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[TansuBroker]:
+    """A broker of the test's own, which the test may stop and restart."""
+    b = TansuBroker()
+    b.start()
+    yield b
+    b.stop()
