@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,7 +55,13 @@ def parse_host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, i
     return parts.hostname or default_host, parts.port
 
 
-class CollectorConfig(BaseModel):
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CollectorConfig(_Section):
     listen: list[str] = Field(default_factory=lambda: ["udp://0.0.0.0:9060", "tcp://0.0.0.0:9060"])
     node_name: str = Field(default_factory=socket.gethostname)
     max_packet_bytes: int = Field(65535, ge=64, le=65535)
@@ -79,7 +85,7 @@ class CollectorConfig(BaseModel):
         return [ListenAddress.parse(url) for url in self.listen]
 
 
-class KafkaConfig(BaseModel):
+class KafkaConfig(_Section):
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "hepwatch.hep"
     compression: str = "zstd"
@@ -91,13 +97,13 @@ class KafkaConfig(BaseModel):
     extra: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
-class SpoolConfig(BaseModel):
+class SpoolConfig(_Section):
     dir: Path = Path("var/spool")
     max_bytes: int = Field(1024**3, ge=1024 * 1024)
     segment_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
 
 
-class AuthConfig(BaseModel):
+class AuthConfig(_Section):
     # Agent keys (HEP chunk 0x000e) by capture id; "*" applies to every capture id.
     # When any key is set, a packet without the right key is dropped and counted.
     keys: dict[str, str] = Field(default_factory=dict)
@@ -112,11 +118,11 @@ class AuthConfig(BaseModel):
         return value
 
 
-class MetricsConfig(BaseModel):
+class MetricsConfig(_Section):
     listen: str | None = "127.0.0.1:9096"
 
 
-class LogConfig(BaseModel):
+class LogConfig(_Section):
     level: str = "INFO"
     json_format: bool = False
 
