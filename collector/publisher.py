@@ -15,6 +15,7 @@ time, purged from librdkafka into the spool, so a restart delivers it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -109,10 +110,12 @@ class Publisher:
         self._last_overflow_log = 0.0
         self._sample = 0
         self._purge_requested = False
-        config = dict(config)
-        config["error_cb"] = self._on_error
-        config["on_delivery"] = self._on_delivery
-        self._producer = producer_factory(config)
+        self._config = dict(config)
+        self._config["error_cb"] = self._on_error
+        self._config["on_delivery"] = self._on_delivery
+        self._factory = producer_factory
+        self._fatal = False
+        self._producer = producer_factory(self._config)
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self._thread.start()
         if self._spooling:
@@ -183,7 +186,12 @@ class Publisher:
                 self._spooling = True
             self._purge_requested = True
         elif err.fatal():
+            # For example UNKNOWN_PRODUCER_ID after a broker lost its state: the idempotent
+            # producer cannot go on. The publisher thread replaces it (see _replace_producer).
             log.error("fatal Kafka producer error: %s", err.str())
+            self._fatal = True
+            with self._lock:
+                self._spooling = True
         else:
             log.debug("Kafka: %s", err.str())
 
@@ -192,13 +200,20 @@ class Publisher:
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                log.error("Kafka producer failed: %s", exc)
+                self._fatal = True
+            if self._fatal:
+                self._replace_producer()
+                continue
             if self._purge_requested:
                 # Records still queued (not yet sent) come back as purge reports and are spooled.
                 self._purge_requested = False
                 self._producer.purge(in_queue=True, in_flight=False, blocking=False)
             if len(self.spool) == 0:
-                if self._spooling and len(self._producer) == 0:
+                if self._spooling and not self._broker_down and len(self._producer) == 0:
                     self._maybe_leave_spooling()
                 continue
             if self._drain_once():
@@ -207,13 +222,32 @@ class Publisher:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _replace_producer(self) -> None:
+        """Swap a producer that hit a fatal error for a new one; spool what the old one held."""
+        with self._lock:
+            self._spooling = True  # from here on, new records wait in the spool
+            old, self._producer = self._producer, self._factory(self._config)
+            self._fatal = False
+        # Everything the old producer still holds comes back as failed delivery reports,
+        # which append it to the spool; delivery reports after a fatal error never succeed.
+        for _ in range(3):
+            old.purge(in_queue=True, in_flight=True, blocking=True)
+            with contextlib.suppress(KafkaException):
+                old.poll(0.1)
+            if len(old) == 0:
+                break
+        if len(old):
+            log.error("%d records could not be recovered from the failed producer", len(old))
+        self._broker_down = True  # probe with one record before draining at full speed
+        log.warning(
+            "Kafka producer replaced after a fatal error; %d records in the spool", len(self.spool)
+        )
+
     def _maybe_leave_spooling(self) -> None:
         with self._lock:
             if len(self.spool) == 0 and self._spooling:
                 self._spooling = False
-                if self._broker_down:
-                    log.info("Kafka is back and the spool is drained: producing directly")
-                self._broker_down = False
+                log.info("spool drained: producing directly")
 
     def _drain_once(self) -> bool:
         """Send one batch from the spool and wait for it; True if all of it was acknowledged."""
@@ -244,8 +278,12 @@ class Publisher:
             except KafkaException as exc:
                 log.error("cannot replay spooled record: %s", exc)
                 break
-        while outcome["ok"] + outcome["failed"] < sent:
-            self._producer.poll(0.05)
+        while outcome["ok"] + outcome["failed"] < sent and not self._fatal:
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                log.error("Kafka producer failed while draining: %s", exc)
+                self._fatal = True
         if sent and outcome["failed"] == 0 and outcome["ok"] == sent:
             self.spool.ack(batch[sent - 1][0])
             self.stats.drained += sent
