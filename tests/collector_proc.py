@@ -66,6 +66,7 @@ listen = "127.0.0.1:{self.metrics_port}"
             stderr=self.log.open("ab"),
             env=env,
             cwd=self.workdir,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

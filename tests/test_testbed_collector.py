@@ -84,8 +84,14 @@ def test_kamailio_mirror_reaches_kafka(tmp_path: Path, broker: TansuBroker, shar
         "ST_REFRESH_MS": "1000",
     }
     try:
+        # Kamailio signals its whole process group when it stops: give it a session of its own.
         up = subprocess.run(
-            [str(testbed / "up.sh")], env=env, capture_output=True, text=True, timeout=60
+            [str(testbed / "up.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            start_new_session=True,
         )
         assert up.returncode == 0, up.stderr
         try:
@@ -108,6 +114,7 @@ def test_kamailio_mirror_reaches_kafka(tmp_path: Path, broker: TansuBroker, shar
         consumer = broker.consumer(topic)
         msgs = consume(consumer, total, 60) + list(drain_extra(consumer, 2.0))
         consumer.close()
+        assert col.metric("hepwatch_collector_rejected_packets_total") == 0
     finally:
         col.stop()
 
@@ -122,4 +129,3 @@ def test_kamailio_mirror_reaches_kafka(tmp_path: Path, broker: TansuBroker, shar
         assert dict(m.headers())["hep.version"] == b"3"
         got[f"{cid.group(1)}|{first}|{cseq.group(1)}"] += 1
     assert got == expected
-    assert col.metric("hepwatch_collector_rejected_packets_total") == 0
