@@ -26,6 +26,7 @@ _TRUNCATED = RejectReason.TRUNCATED
 _BAD_CHUNK = RejectReason.BAD_CHUNK
 
 _CHUNK = struct.Struct(">HHH")
+_CHUNK_VT = struct.Struct(">IH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _V12_PORTS = struct.Struct(">HH")
@@ -111,23 +112,24 @@ def _decode_v3(data: bytes, n: int, max_size: int) -> HepPacket:
             seen = _KAM_SEEN
             off = _KAM_END
 
-    unpack_chunk = _CHUNK.unpack_from
+    unpack_chunk = _CHUNK_VT.unpack_from
     while off < total:
         if total - off < 6:
             raise HepError(_TRUNCATED, f"partial chunk header at offset {off}")
-        vendor, ctype, clen = unpack_chunk(data, off)
+        vt, clen = unpack_chunk(data, off)  # vt = vendor << 16 | type
         if clen < 6:
-            raise HepError(_BAD_CHUNK, f"chunk 0x{ctype:04x} length {clen}")
+            raise HepError(_BAD_CHUNK, f"chunk 0x{vt:08x} length {clen}")
         end = off + clen
         if end > total:
-            raise HepError(_BAD_CHUNK, f"chunk 0x{ctype:04x} runs past the total length")
+            raise HepError(_BAD_CHUNK, f"chunk 0x{vt:08x} runs past the total length")
         v = off + 6
         off = end
-        if vendor or ctype >= 0x14 or not _IS_FIELD[ctype]:
-            if not vendor and ctype in _EXTRA_LENGTH and clen != _EXTRA_LENGTH[ctype]:
-                raise HepError(_BAD_CHUNK, f"chunk 0x{ctype:04x} length {clen}")
-            extra.append((vendor, ctype, data[v:end]))
+        if vt >= 0x14 or not _IS_FIELD[vt]:  # vendor chunks have vt >= 0x10000
+            if vt in _EXTRA_LENGTH and clen != _EXTRA_LENGTH[vt]:
+                raise HepError(_BAD_CHUNK, f"chunk 0x{vt:04x} length {clen}")
+            extra.append((vt >> 16, vt & 0xFFFF, data[v:end]))
             continue
+        ctype = vt
         fixed = _FIELD_LENGTH[ctype]
         if fixed and clen != fixed:
             raise HepError(_BAD_CHUNK, f"chunk 0x{ctype:04x} length {clen}")
@@ -138,8 +140,29 @@ def _decode_v3(data: bytes, n: int, max_size: int) -> HepPacket:
             elif ctype not in duplicates:
                 duplicates.append(ctype)
         seen |= bit
-        # Ordered by how often each chunk reaches the generic walk.
-        if ctype == 0x0F:
+        if ctype < 0x0D:
+            if ctype < 0x07:
+                if ctype == 0x01:
+                    family = data[v]
+                elif ctype == 0x02:
+                    ip_proto = data[v]
+                elif ctype & 1:  # 0x03 or 0x05
+                    src_ip = data[v:end]
+                else:  # 0x04 or 0x06
+                    dst_ip = data[v:end]
+            elif ctype == 0x07:
+                src_port = data[v] << 8 | data[v + 1]
+            elif ctype == 0x08:
+                dst_port = data[v] << 8 | data[v + 1]
+            elif ctype == 0x09:
+                ts_sec = _U32.unpack_from(data, v)[0]
+            elif ctype == 0x0A:
+                ts_usec = _U32.unpack_from(data, v)[0]
+            elif ctype == 0x0B:
+                proto_type = data[v]
+            else:
+                capture_id = _U32.unpack_from(data, v)[0]
+        elif ctype == 0x0F:
             payload = data[v:end]
             compressed = False
         elif ctype == 0x11:
@@ -151,28 +174,8 @@ def _decode_v3(data: bytes, n: int, max_size: int) -> HepPacket:
             compressed = True
         elif ctype == 0x13:
             node_name = data[v:end]
-        elif ctype == 0x12:
+        else:  # 0x12, the only field type left
             vlan_id = data[v] << 8 | data[v + 1]
-        elif ctype == 0x01:
-            family = data[v]
-        elif ctype == 0x02:
-            ip_proto = data[v]
-        elif ctype == 0x03 or ctype == 0x05:
-            src_ip = data[v:end]
-        elif ctype == 0x04 or ctype == 0x06:
-            dst_ip = data[v:end]
-        elif ctype == 0x07:
-            src_port = data[v] << 8 | data[v + 1]
-        elif ctype == 0x08:
-            dst_port = data[v] << 8 | data[v + 1]
-        elif ctype == 0x09:
-            ts_sec = _U32.unpack_from(data, v)[0]
-        elif ctype == 0x0A:
-            ts_usec = _U32.unpack_from(data, v)[0]
-        elif ctype == 0x0B:
-            proto_type = data[v]
-        else:  # 0x0C, the only field type left
-            capture_id = _U32.unpack_from(data, v)[0]
 
     if compressed:
         payload = spec.inflate(payload, max_size)
