@@ -77,6 +77,14 @@ KAMAILIO_CHUNKS = [
     chunk(0x0F, INVITE),
 ]
 KAMAILIO = hep3(KAMAILIO_CHUNKS)
+KAMAILIO6 = hep3(
+    [
+        *KAMAILIO_CHUNKS[:2],
+        chunk(5, bytes.fromhex("20010db8000000000000000000000010")),
+        chunk(6, bytes.fromhex("20010db8000000000000000000000020")),
+        *KAMAILIO_CHUNKS[4:],
+    ]
+)
 GENERIC = hep3([KAMAILIO_CHUNKS[1], KAMAILIO_CHUNKS[0], *KAMAILIO_CHUNKS[2:]])
 COMPRESSED = hep3([*KAMAILIO_CHUNKS[:-1], chunk(0x10, zlib.compress(INVITE))])
 
@@ -117,6 +125,7 @@ def main() -> None:
         ("construct parse_declared (Kamailio packet)", lambda: parse_declared(KAMAILIO)),
         ("construct build_declared", lambda: build_declared(pkt)),
         ("fast decode, Kamailio prefix", lambda: decode(KAMAILIO)),
+        ("fast decode, Kamailio IPv6 prefix", lambda: decode(KAMAILIO6)),
         ("fast decode, generic chunk walk", lambda: decode(GENERIC)),
         ("fast decode, 0x0010 zlib payload", lambda: decode(COMPRESSED)),
         ("encode_v3", lambda: encode_v3(pkt)),

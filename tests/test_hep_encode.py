@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from hepvectors import chunk, hep3, hep12, kamailio_packet, sip_request
 
-from collector.hep.declaration import build_declared, parse_declared
+from collector.hep.declaration import HEP1, HEP2, build_declared, parse_declared
 from collector.hep.errors import HepError, RejectReason
 from collector.hep.fast import decode, encode_v3, strip_auth_key
 from collector.hep.model import HepPacket
@@ -150,6 +150,26 @@ def test_unencodable_packets_raise_value_error(enc: Encoder, change: dict[str, o
         setattr(pkt, name, value)
     with pytest.raises(ValueError):
         enc(pkt, include_auth_key=True)
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_v1_v2_declarations_build_the_legacy_layouts(v6: bool) -> None:
+    src, dst = (bytes(range(16)), bytes(range(16, 32))) if v6 else (bytes(4), bytes([1, 2, 3, 4]))
+    fields = {
+        "family": 10 if v6 else 2,
+        "ip_proto": 6,
+        "src_port": 1,
+        "dst_port": 2,
+        "src_ip": src,
+        "dst_ip": dst,
+        "payload": SIP,
+    }
+    time_block = {"ts_sec": 3, "ts_usec": 4, "capture_id": 5}
+    built1 = HEP1.build({**fields, "version": 1, "time": None})
+    built2 = HEP2.build({**fields, "version": 2, "time": time_block})
+    kw = {"src": src, "dst": dst, "ip_proto": 6, "sport": 1, "dport": 2}
+    assert built1 == hep12(1, SIP, **kw)
+    assert built2 == hep12(2, SIP, ts=(3, 4), capture_id=5, **kw)
 
 
 # --- strip_auth_key -----------------------------------------------------------------------------

@@ -321,8 +321,10 @@ def test_bad_chunk_after_a_bad_compressed_payload_is_bad_chunk(dec: Decoder) -> 
 # --- Kamailio prefix shortcut --------------------------------------------------------------------
 
 
-def test_kamailio_prefix_and_generic_walk_agree(dec: Decoder) -> None:
-    fast_path = kamailio_packet(SIP, correlation_id=b"cid", auth_key=b"key")
+@pytest.mark.parametrize("v6", [False, True])
+def test_kamailio_prefix_and_generic_walk_agree(dec: Decoder, v6: bool) -> None:
+    addrs = {"src": bytes(range(16)), "dst": bytes(range(1, 17))} if v6 else {}
+    fast_path = kamailio_packet(SIP, correlation_id=b"cid", auth_key=b"key", **addrs)
     body = fast_path[6:]
     # Same chunks, the first two swapped: no prefix match, generic walk only.
     generic = hep3(body[7:14] + body[:7] + body[14:])
@@ -334,6 +336,13 @@ def test_kamailio_prefix_with_a_wrong_chunk_length_is_bad_chunk(dec: Decoder) ->
     # 0x0007 is the fifth chunk: 6 + 7 + 7 + 10 + 10 = offset 40, length field at 44.
     assert data[40:46] == bytes.fromhex("000000070008")
     data[45] = 9
+    assert reason(dec, bytes(data)) is RejectReason.BAD_CHUNK
+
+
+def test_kamailio_ipv6_prefix_with_a_wrong_address_length_is_bad_chunk(dec: Decoder) -> None:
+    data = bytearray(kamailio_packet(SIP, src=bytes(16), dst=bytes(16)))
+    assert data[20:26] == bytes.fromhex("000000050016")
+    data[25] = 0x0A  # an IPv6 source chunk claiming IPv4 length
     assert reason(dec, bytes(data)) is RejectReason.BAD_CHUNK
 
 

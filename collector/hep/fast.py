@@ -7,8 +7,8 @@ validation order documented in `spec`. `find_call_id` and `looks_like_sip` live 
 and are re-exported here for the collector.
 
 Speed: Kamailio siptrace always starts a HEPv3 packet with the same ten fixed-size chunks, so
-that 87-byte prefix is unpacked with one precompiled struct and only the variable chunks that
-follow go through the generic chunk walk.
+that prefix (87 bytes for IPv4, 111 for IPv6) is unpacked with one precompiled struct and only
+the variable chunks that follow go through the generic chunk walk.
 """
 
 from __future__ import annotations
@@ -33,13 +33,26 @@ _V12_PORTS = struct.Struct(">HH")
 _V2_TIME = struct.Struct("<IIH")
 _ZERO4 = b"\x00\x00\x00\x00"
 
-# Kamailio prefix: 0001,0002,0003,0004,0007,0008,0009,000a,000b,000c. Each chunk header is
-# read as (vendor << 16 | type, length) so a match is two tuple comparisons of small ints.
-_KAM = struct.Struct(">IHB IHB IH4s IH4s IHH IHH IHI IHI IHB IHI")
-_KAM_TYPES = (1, 2, 3, 4, 7, 8, 9, 10, 11, 12)
-_KAM_LENGTHS = (7, 7, 10, 10, 8, 8, 10, 10, 7, 10)
-_KAM_END = 6 + sum(_KAM_LENGTHS)  # 93
-_KAM_SEEN = sum(1 << t for t in _KAM_TYPES)
+
+def _kamailio_prefix(
+    v6: bool,
+) -> tuple[struct.Struct, tuple[int, ...], tuple[int, ...], int, int]:
+    """Kamailio's chunks 0001,0002,0003/0005,0004/0006,0007,0008,0009,000a,000b,000c.
+
+    Each chunk header is read as (vendor << 16 | type, length), so recognising the prefix is
+    two tuple comparisons of small ints. Returns (struct, types, lengths, end offset, seen mask).
+    """
+    a = "16s" if v6 else "4s"
+    fmt = f">IHB IHB IH{a} IH{a} IHH IHH IHI IHI IHB IHI"
+    types = (1, 2, 5, 6, 7, 8, 9, 10, 11, 12) if v6 else (1, 2, 3, 4, 7, 8, 9, 10, 11, 12)
+    alen = 22 if v6 else 10
+    lengths = (7, 7, alen, alen, 8, 8, 10, 10, 7, 10)
+    return struct.Struct(fmt), types, lengths, 6 + sum(lengths), sum(1 << t for t in types)
+
+
+# Keyed by the low byte of the third chunk's type (at offset 23), which tells the two apart.
+_PREFIXES = {3: _kamailio_prefix(False), 5: _kamailio_prefix(True)}
+_KAM_END = _PREFIXES[3][3]  # 93, the shorter of the two
 
 # Chunk length (header included) of each field chunk type 0..0x13; 0 = variable length.
 _FIELD_LENGTH = tuple(
@@ -94,9 +107,10 @@ def _decode_v3(data: bytes, n: int, max_size: int) -> HepPacket:
     seen = 0
     off = 6
 
-    if total >= _KAM_END:
-        k = _KAM.unpack_from(data, 6)
-        if k[0::3] == _KAM_TYPES and k[1::3] == _KAM_LENGTHS:
+    prefix = _PREFIXES.get(data[23]) if total >= _KAM_END else None
+    if prefix is not None and total >= prefix[3]:
+        k = prefix[0].unpack_from(data, 6)
+        if k[0::3] == prefix[1] and k[1::3] == prefix[2]:
             (
                 family,
                 ip_proto,
@@ -109,8 +123,8 @@ def _decode_v3(data: bytes, n: int, max_size: int) -> HepPacket:
                 proto_type,
                 capture_id,
             ) = k[2::3]
-            seen = _KAM_SEEN
-            off = _KAM_END
+            seen = prefix[4]
+            off = prefix[3]
 
     unpack_chunk = _CHUNK_VT.unpack_from
     while off < total:
@@ -358,7 +372,9 @@ def strip_auth_key(data: bytes) -> bytes:
     """Remove every 0x000e chunk from a HEPv3 packet and fix its total length.
 
     Returns `data` itself when there is no such chunk; bytes after the total length are kept
-    as they are. Raises HepError when `data` is not a structurally valid HEPv3 packet.
+    as they are. Meant for packets `decode` accepted: it checks only the framing it walks
+    (HepError if that is broken), and input in which the 4-byte header of an auth chunk never
+    occurs is returned unchecked.
     """
     if _AUTH_HEADER_START not in data:
         return data  # no auth chunk can exist (its 4-byte header is nowhere in the buffer)
@@ -373,10 +389,11 @@ def strip_auth_key(data: bytes) -> bytes:
     if total > n:
         raise HepError(_TRUNCATED, f"total length {total}, only {n} bytes")
     off = 6
-    if total >= _KAM_END:
-        k = _KAM.unpack_from(data, 6)
-        if k[0::3] == _KAM_TYPES and k[1::3] == _KAM_LENGTHS:
-            off = _KAM_END
+    prefix = _PREFIXES.get(data[23]) if total >= _KAM_END else None
+    if prefix is not None and total >= prefix[3]:
+        k = prefix[0].unpack_from(data, 6)
+        if k[0::3] == prefix[1] and k[1::3] == prefix[2]:
+            off = prefix[3]
     cuts: list[tuple[int, int]] = []
     while off < total:
         if total - off < 6:
