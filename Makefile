@@ -44,7 +44,7 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/collector.py
+	$(BIN)/python bench/collector/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from collector.auth import AuthPolicy
 from collector.hep.errors import HepError, RejectReason
 from collector.hep.fast import decode, encode_v3, strip_auth_key
-from collector.hep.sipscan import find_call_id, looks_like_sip
 from collector.hep.model import PROTO_SIP
+from collector.hep.sipscan import find_call_id, looks_like_sip
 
 log = logging.getLogger("hepwatch.ingest")
 

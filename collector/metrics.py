@@ -44,7 +44,8 @@ class CollectorMetrics(Collector):
             P + "received_bytes", "Bytes of HEP packets received", labels=["listener"]
         )
         accepted = CounterMetricFamily(
-            P + "accepted_packets", "Packets accepted and handed to Kafka or the spool",
+            P + "accepted_packets",
+            "Packets accepted and handed to Kafka or the spool",
             labels=["listener"],
         )
         decoded = CounterMetricFamily(
@@ -54,18 +55,21 @@ class CollectorMetrics(Collector):
             P + "rejected_packets", "Packets rejected, by reason", labels=["reason"]
         )
         auth = CounterMetricFamily(
-            P + "auth_failures", "Packets dropped for a missing or wrong key or source",
+            P + "auth_failures",
+            "Packets dropped for a missing or wrong key or source",
             labels=["sender"],
         )
         per_sender = CounterMetricFamily(
-            P + "sender_packets", "Packets per sender address and outcome",
+            P + "sender_packets",
+            "Packets per sender address and outcome",
             labels=["sender", "outcome"],
         )
         connections = GaugeMetricFamily(
             P + "connections_open", "Open TCP/TLS connections", labels=["listener"]
         )
         refused = CounterMetricFamily(
-            P + "connections_refused", "Connections refused (limit or allowlist)",
+            P + "connections_refused",
+            "Connections refused (limit or allowlist)",
             labels=["listener"],
         )
         by_version = {1: 0, 2: 0, 3: 0}
@@ -99,15 +103,20 @@ class CollectorMetrics(Collector):
         yield from (connections, refused)
 
         pub = self._publisher.stats
-        yield CounterMetricFamily(P + "produced", "Records handed to librdkafka", value=pub.produced)
         yield CounterMetricFamily(
-            P + "acknowledged", "Records acknowledged by Kafka", value=pub.acknowledged
+            P + "produced", "Records handed to librdkafka", value=pub.produced
         )
         yield CounterMetricFamily(
-            P + "delivery_failures", "Delivery reports with an error (then spooled)",
+            P + "acknowledged", "Records acknowledged by Kafka", value=self._publisher.acknowledged
+        )
+        yield CounterMetricFamily(
+            P + "delivery_failures",
+            "Delivery reports with an error (then spooled)",
             value=pub.delivery_failures,
         )
-        yield CounterMetricFamily(P + "spooled", "Records written to the disk spool", value=pub.spooled)
+        yield CounterMetricFamily(
+            P + "spooled", "Records written to the disk spool", value=pub.spooled
+        )
         yield CounterMetricFamily(
             P + "spool_overflow", "Records refused by a full spool (lost)", value=pub.spool_overflow
         )
@@ -115,14 +124,22 @@ class CollectorMetrics(Collector):
             P + "spool_drained", "Spooled records delivered to Kafka", value=pub.drained
         )
         spool = self._publisher.spool
-        yield GaugeMetricFamily(P + "spool_depth_records", "Records waiting in the spool",
-                                value=spool.depth_records)
-        yield GaugeMetricFamily(P + "spool_depth_bytes", "Bytes waiting in the spool",
-                                value=spool.depth_bytes)
-        yield GaugeMetricFamily(P + "kafka_in_flight", "Records inside librdkafka, not yet acked",
-                                value=self._publisher.in_flight)
-        yield GaugeMetricFamily(P + "spooling", "1 while new records go to the spool",
-                                value=1 if self._publisher.spooling else 0)
+        yield GaugeMetricFamily(
+            P + "spool_depth_records", "Records waiting in the spool", value=spool.depth_records
+        )
+        yield GaugeMetricFamily(
+            P + "spool_depth_bytes", "Bytes waiting in the spool", value=spool.depth_bytes
+        )
+        yield GaugeMetricFamily(
+            P + "kafka_in_flight",
+            "Records inside librdkafka, not yet acked",
+            value=self._publisher.in_flight,
+        )
+        yield GaugeMetricFamily(
+            P + "spooling",
+            "1 while new records go to the spool",
+            value=1 if self._publisher.spooling else 0,
+        )
         buckets: list[tuple[str, float]] = []
         cumulative = 0
         for bound, count in zip(LATENCY_BUCKETS, pub.latency_counts, strict=False):
@@ -132,13 +149,14 @@ class CollectorMetrics(Collector):
         buckets.append(("+Inf", cumulative))
         yield HistogramMetricFamily(
             P + "delivery_latency_seconds",
-            "Produce-to-acknowledge latency (sampled, 1 record in 64)",
+            "Receive-to-acknowledge latency (1 record in 256, to within 5 ms)",
             buckets=buckets,
             sum_value=pub.latency_sum,
         )
         if self._kernel_drops is not None:
             drops = GaugeMetricFamily(
-                P + "udp_kernel_drops", "Datagrams the kernel dropped on a UDP socket",
+                P + "udp_kernel_drops",
+                "Datagrams the kernel dropped on a UDP socket",
                 labels=["listener"],
             )
             for name, count in self._kernel_drops().items():

@@ -47,7 +47,7 @@ class CollectorService:
         pub = self.publisher
         if pub is None:
             problems.append("publisher not started")
-        elif pub.spooling and pub.spool.depth_bytes >= pub.spool.max_bytes:
+        elif pub.spooling and pub.spool.disk_bytes >= pub.spool.max_bytes:
             problems.append("Kafka unreachable and the spool is full")
         return problems
 
@@ -79,7 +79,9 @@ class CollectorService:
         for addr in c.listen_addresses():
             if addr.scheme == "udp":
                 lst = UdpListener(
-                    addr.host, addr.port, ingest,
+                    addr.host,
+                    addr.port,
+                    ingest,
                     receive_buffer=c.udp_receive_buffer_bytes,
                     max_senders=c.max_tracked_senders,
                 )
@@ -88,10 +90,15 @@ class CollectorService:
                 continue
             if addr.scheme == "tls" and tls is None:
                 if c.tls_cert is None or c.tls_key is None:
-                    raise ValueError("tls:// listeners need collector.tls_cert and collector.tls_key")
+                    raise ValueError(
+                        "tls:// listeners need collector.tls_cert and collector.tls_key"
+                    )
                 tls = server_tls_context(c.tls_cert, c.tls_key, c.tls_client_ca)
             stream = StreamListener(
-                addr.scheme, addr.host, addr.port, ingest,
+                addr.scheme,
+                addr.host,
+                addr.port,
+                ingest,
                 ssl_context=tls if addr.scheme == "tls" else None,
                 max_connections=c.max_connections,
                 idle_timeout_s=c.idle_timeout_s,
@@ -114,9 +121,7 @@ class CollectorService:
                 host, port, registry, self.not_ready
             )
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
-        log.info(
-            "collecting into Kafka %s topic %s (spool %s)", k.bootstrap, k.topic, s.spool.dir
-        )
+        log.info("collecting into Kafka %s topic %s (spool %s)", k.bootstrap, k.topic, s.spool.dir)
 
     async def stop(self) -> None:
         for u in self.udp:

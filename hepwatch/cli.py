@@ -56,8 +56,11 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
     type=click.Path(dir_okay=False),
     help="TOML configuration file (default: $HEPWATCH_CONFIG, else ./hepwatch.toml if present).",
 )
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
-              case_sensitive=False), help="Override log.level.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Override log.level.",
+)
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, log_level: str | None) -> None:
     """hepwatch: SIP capture for Kamailio clusters.
@@ -75,15 +78,28 @@ def cli(ctx: click.Context, config: str | None, log_level: str | None) -> None:
 
 
 @cli.command()
-@click.option("--listen", "listen", multiple=True, metavar="URL",
-              help="udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT; repeatable "
-                   "(default udp and tcp on 0.0.0.0:9060).")
-@click.option("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (default 127.0.0.1:9092).")
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="URL",
+    help="udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT; repeatable "
+    "(default udp and tcp on 0.0.0.0:9060).",
+)
+@click.option(
+    "--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers (default 127.0.0.1:9092)."
+)
 @click.option("--topic", help="Kafka topic (default hepwatch.hep).")
-@click.option("--spool-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Disk spool used while Kafka is unreachable (default var/spool).")
-@click.option("--metrics", metavar="HOST:PORT",
-              help="Serve /metrics, /healthz and /readyz here (default 127.0.0.1:9096).")
+@click.option(
+    "--spool-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Disk spool used while Kafka is unreachable (default var/spool).",
+)
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve /metrics, /healthz and /readyz here (default 127.0.0.1:9096).",
+)
 @click.option("--node-name", help="Collector node name put in every record (default: hostname).")
 @click.pass_context
 def collect(
@@ -120,14 +136,32 @@ def collect(
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--to", "to_url", required=True, metavar="URL",
-              help="Collector address: udp://HOST:PORT or tcp://HOST:PORT.")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
-              help="Packets per second (default: as fast as possible).")
-@click.option("--loop", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Send the capture this many times.")
-@click.option("--capture-id", type=click.IntRange(min=0, max=2**32 - 1), default=0,
-              show_default=True, help="Capture id for plain SIP packets wrapped as HEPv3.")
+@click.option(
+    "--to",
+    "to_url",
+    required=True,
+    metavar="URL",
+    help="Collector address: udp://HOST:PORT or tcp://HOST:PORT.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Packets per second (default: as fast as possible).",
+)
+@click.option(
+    "--loop",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Send the capture this many times.",
+)
+@click.option(
+    "--capture-id",
+    type=click.IntRange(min=0, max=2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Capture id for plain SIP packets wrapped as HEPv3.",
+)
 @click.pass_context
 def replay(
     ctx: click.Context, file: Path, to_url: str, rate: float | None, loop: int, capture_id: int

@@ -67,13 +67,18 @@ class UdpListener:
         log.info("listening on %s (receive buffer %d bytes)", self.name, self.receive_buffer)
 
     def _run(self) -> None:
-        recvfrom = self.sock.recvfrom
+        # recvfrom_into a reused buffer: recvfrom(65535) allocates and shrinks a 64 KiB
+        # object per datagram, which alone lost a fifth of the packets at 200k/s here.
+        buf = bytearray(_RECV_SIZE)
+        view = memoryview(buf)
+        recv_into = self.sock.recvfrom_into
         accept = self._ingest.accept
         stats = self.stats
         clock = time.time_ns
         while self._running:
             try:
-                data, addr = recvfrom(_RECV_SIZE)
+                size, addr = recv_into(buf)
+                data = bytes(view[:size])
             except OSError:
                 if not self._running:
                     return
