@@ -21,7 +21,7 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.kafka.topic == "flag-topic"
     assert s.kafka.bootstrap == "env:2"
     assert str(s.spool.dir) == "/s"
-    assert s.kafka.compression == "zstd"
+    assert s.kafka.compression == "lz4"
 
 
 def test_bad_values_are_clear_errors(tmp_path: Path) -> None:
@@ -73,3 +73,14 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "hepwatch.cli", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "hepwatch" in out.stdout
+
+
+def test_shipped_example_config_loads_and_matches_defaults() -> None:
+    from hepwatch.config import Settings
+
+    example = Path(__file__).resolve().parents[1] / "deploy" / "hepwatch.toml"
+    loaded = load_settings(example)
+    defaults = Settings()
+    for section in ("kafka", "spool", "metrics"):
+        assert getattr(loaded, section) == getattr(defaults, section), section
+    assert loaded.collector.listen == defaults.collector.listen
