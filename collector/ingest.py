@@ -24,6 +24,7 @@ from collector.hep.errors import HepError, RejectReason
 from collector.hep.fast import decode, encode_v3, strip_auth_key
 from collector.hep.model import PROTO_SIP
 from collector.hep.sipscan import find_call_id, looks_like_sip
+from collector.hep.speedups import scan_v3 as _scan_v3
 
 log = logging.getLogger("hepwatch.ingest")
 
@@ -128,58 +129,79 @@ class Ingest:
         """Publish one packet or count its rejection; True when it was accepted."""
         stats.received += 1
         stats.bytes_received += len(data)
+        scanned = _scan_v3(data, self._max) if _scan_v3 is not None else None
         try:
-            pkt = decode(data, self._max)
+            if scanned is not None:
+                # C fast path: a plain, valid HEPv3 packet (see collector.hep.speedups).
+                (ts_sec, ts_usec, proto_type, capture_id, _ps, _pe, a0, a1, c0, c1,
+                 total, call_id, is_sip) = scanned  # fmt: skip
+                version = 3
+                auth_key = data[a0:a1] if a0 >= 0 else None
+                correlation_id = data[c0:c1] if c0 >= 0 else None
+                trailing = len(data) - total
+                value = data if not trailing else data[:total]
+                if auth_key is not None:
+                    value = strip_auth_key(value)
+            else:
+                pkt = decode(data, self._max)
+                version = pkt.version
+                ts_sec, ts_usec = pkt.ts_sec, pkt.ts_usec
+                proto_type, capture_id = pkt.proto_type, pkt.capture_id
+                auth_key, correlation_id = pkt.auth_key, pkt.correlation_id
+                trailing = pkt.trailing_bytes
+                if proto_type == PROTO_SIP:
+                    is_sip = looks_like_sip(pkt.payload)
+                    call_id = find_call_id(pkt.payload) if is_sip else None
+                if version == 3 and not pkt.compressed:
+                    value = data if not trailing else data[: len(data) - trailing]
+                    if auth_key is not None:
+                        value = strip_auth_key(value)
+                else:
+                    # v1/v2 are converted; compressed v3 is stored inflated.
+                    value = encode_v3(pkt)
             auth = self._auth
             if auth is not None:
                 if not auth.source_allowed(host):
                     raise HepError(RejectReason.AUTH, "source address not in the allowlist")
-                if not auth.key_valid(pkt.capture_id, pkt.auth_key):
+                if not auth.key_valid(capture_id, auth_key):
                     raise HepError(
                         RejectReason.AUTH,
-                        "missing auth key" if pkt.auth_key is None else "wrong auth key",
+                        "missing auth key" if auth_key is None else "wrong auth key",
                     )
-            payload = pkt.payload
             key: bytes | None
-            if pkt.proto_type == PROTO_SIP:
-                if not looks_like_sip(payload):
+            if proto_type == PROTO_SIP:
+                if not is_sip:
                     raise HepError(RejectReason.NOT_SIP, "payload is not a SIP message")
-                key = find_call_id(payload) or pkt.correlation_id
+                key = call_id or correlation_id
             else:
-                key = pkt.correlation_id
+                key = correlation_id
         except HepError as exc:
             stats.rejected[exc.reason] += 1
             stats.sender(host)[1] += 1
             self._reject_log(exc.reason, exc.detail, f"{host}:{port}", data)
             return False
 
-        if key is None:
-            key = f"{host}:{port}".encode()
-        if pkt.version == 3 and not pkt.compressed:
-            value = data
-            if pkt.trailing_bytes:
-                stats.trailing_bytes_packets += 1
-                value = value[: len(value) - pkt.trailing_bytes]
-            if pkt.auth_key is not None:
-                value = strip_auth_key(value)
-        else:
-            # v1/v2 are converted; compressed v3 is stored inflated so consumers never inflate.
-            value = encode_v3(pkt)
-        ts_ms = pkt.ts_sec * 1000 + pkt.ts_usec // 1000
+        sender = f"{host}:{port}".encode()
+        if trailing:
+            stats.trailing_bytes_packets += 1
+        ts_ms = ts_sec * 1000 + ts_usec // 1000
         if ts_ms == 0:
             ts_ms = received_us // 1000
         self._publish(
-            key,
+            key or sender,
             value,
             ts_ms,
             [
                 (H_NODE, self._node),
                 (H_RECEIVED_US, b"%d" % received_us),
-                (H_SENDER, f"{host}:{port}".encode()),
-                (H_VERSION, _VERSION_BYTES[pkt.version]),
+                (H_SENDER, sender),
+                (H_VERSION, _VERSION_BYTES[version]),
             ],
         )
         stats.accepted += 1
-        stats.decoded_by_version[pkt.version] += 1
-        stats.sender(host)[0] += 1
+        stats.decoded_by_version[version] += 1
+        entry = stats.per_sender.get(host)
+        if entry is None:
+            entry = stats.sender(host)
+        entry[0] += 1
         return True
