@@ -1,0 +1,62 @@
+"""Reason and Warning header values: why a request or response happened, in words and codes.
+
+Reason = reason-value *(COMMA reason-value); reason-value = protocol *(SEMI reason-params),
+protocol "SIP" / "Q.850" / token, params cause=1*DIGIT and text=quoted-string [RFC 3326 §2].
+Warning = warning-value *(COMMA warning-value); warning-value = warn-code SP warn-agent SP
+warn-text, warn-code = 3DIGIT, warn-text = quoted-string [RFC 3261 §20.43]; RFC 4475
+scalarlg has a 4-digit code, which is not extracted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from consumers.sip.lexing import Params, parse_params, split_list, unquote
+
+_WARNING = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
+
+
+@dataclass(slots=True)
+class ReasonValue:
+    protocol: str  # as written: "SIP", "Q.850", ...
+    cause: int | None = None
+    text: str | None = None  # unquoted
+    params: Params = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WarningValue:
+    code: int
+    agent: str
+    text: str  # unquoted
+
+
+def parse_reasons(values: list[str]) -> list[ReasonValue]:
+    out: list[ReasonValue] = []
+    for value in values:
+        for element in split_list(value):
+            protocol, semi, rest = element.partition(";")
+            protocol = protocol.strip(" \t")
+            if not protocol:
+                continue
+            params = parse_params(";" + rest) if semi else {}
+            cause_text = params.get("cause", "")
+            cause = (
+                int(cause_text)
+                if cause_text and len(cause_text) <= 9 and cause_text.isascii()
+                and cause_text.isdigit()
+                else None
+            )  # fmt: skip
+            out.append(ReasonValue(protocol, cause, params.get("text"), params))
+    return out
+
+
+def parse_warnings(values: list[str]) -> list[WarningValue]:
+    out: list[WarningValue] = []
+    for value in values:
+        for element in split_list(value):
+            m = _WARNING.fullmatch(element)
+            if m is not None:
+                out.append(WarningValue(int(m.group(1)), m.group(2), unquote(m.group(3))))
+    return out

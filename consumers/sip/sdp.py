@@ -1,0 +1,331 @@
+"""SDP session descriptions: what media a message offers or answers.
+
+Parses the lines of RFC 4566 §5 (v=, o=, s=, c=, t=, b=, m=, a=) that matter for
+offer/answer tracking [RFC 3264]: origin (its version increases by one per change, §8),
+session- and media-level connection, media lines (port 0 = stream removed, §8.2), direction
+attributes (media level overrides session level, default sendrecv, RFC 4566 §6; hold =
+sendonly/inactive, RFC 3264 §8.4), rtpmap/fmtp/ptime per payload type, and legacy RFC 2543
+hold (c= address 0.0.0.0, RFC 3264 §8.4). Other lines are kept as attributes or ignored.
+
+`parse_sdp` never raises: problems go to `malformed_reasons` (codes in `reasons.py`).
+Lines may end in CRLF or bare LF; bytes that are not UTF-8 survive as surrogate escapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consumers.sip.reasons import SdpMalformed
+
+DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
+_LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
+
+# Static RTP payload types [RFC 3551 §6, tables 4 and 5].
+STATIC_PAYLOAD_TYPES: dict[str, str] = {
+    "0": "PCMU",
+    "3": "GSM",
+    "4": "G723",
+    "5": "DVI4",
+    "6": "DVI4",
+    "7": "LPC",
+    "8": "PCMA",
+    "9": "G722",
+    "10": "L16",
+    "11": "L16",
+    "12": "QCELP",
+    "13": "CN",
+    "14": "MPA",
+    "15": "G728",
+    "16": "DVI4",
+    "17": "DVI4",
+    "18": "G729",
+    "25": "CelB",
+    "26": "JPEG",
+    "28": "nv",
+    "31": "H261",
+    "32": "MPV",
+    "33": "MP2T",
+    "34": "H263",
+}
+
+
+@dataclass(slots=True)
+class Origin:
+    username: str
+    session_id: str  # kept as text: often larger than 64 bits
+    version: int | None  # None when not a number
+    net_type: str
+    addr_type: str
+    address: str
+
+
+@dataclass(slots=True)
+class Connection:
+    net_type: str
+    addr_type: str
+    address: str  # without any /ttl/count suffix
+    raw: str
+
+
+@dataclass(slots=True)
+class RtpMap:
+    payload_type: str
+    encoding: str
+    clock_rate: int | None
+    params: str | None = None  # e.g. channel count "2"
+
+
+@dataclass(slots=True)
+class Media:
+    media: str  # audio, video, application, image, ...
+    port: int
+    port_count: int | None
+    proto: str  # RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF, udptl, ...
+    formats: list[str]
+    connection: Connection | None = None  # media-level c=
+    direction: str | None = None  # media-level direction attribute
+    session_direction: str | None = None  # session-level direction at the time of m=
+    session_connection: Connection | None = None
+    rtpmap: dict[str, RtpMap] = field(default_factory=dict)
+    fmtp: dict[str, str] = field(default_factory=dict)
+    ptime: int | None = None
+    maxptime: int | None = None
+    bandwidth: dict[str, str] = field(default_factory=dict)
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+
+    @property
+    def effective_connection(self) -> Connection | None:
+        return self.connection or self.session_connection
+
+    @property
+    def removed(self) -> bool:
+        """Port 0: the stream is removed or rejected, not held [RFC 3264 §8.2]."""
+        return self.port == 0
+
+    @property
+    def legacy_hold(self) -> bool:
+        """c= 0.0.0.0 (RFC 2543 hold) on a live stream [RFC 3264 §8.4]."""
+        conn = self.connection or self.session_connection
+        return conn is not None and conn.address == "0.0.0.0" and self.port != 0
+
+    @property
+    def payload_types(self) -> list[int]:
+        return [int(f) for f in self.formats if f.isascii() and f.isdigit() and len(f) <= 3]
+
+
+@dataclass(slots=True)
+class Sdp:
+    version: int | None = None
+    origin: Origin | None = None
+    session_name: str | None = None
+    connection: Connection | None = None
+    direction: str | None = None  # session-level direction attribute
+    bandwidth: dict[str, str] = field(default_factory=dict)
+    timing: list[str] = field(default_factory=list)  # t= values as written
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)  # session level
+    media: list[Media] = field(default_factory=list)
+    malformed_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def malformed(self) -> bool:
+        return bool(self.malformed_reasons)
+
+
+def effective_direction(media: Media) -> str:
+    """Media-level direction, else session-level, else sendrecv [RFC 4566 §6]."""
+    return media.direction or media.session_direction or "sendrecv"
+
+
+def codecs(media: Media) -> list[str]:
+    """Encoding names in format order: rtpmap first, then the static table, else the format."""
+    out = []
+    rtpmap = media.rtpmap
+    for fmt in media.formats:
+        entry = rtpmap.get(fmt)
+        if entry is not None:
+            out.append(entry.encoding)
+        else:
+            out.append(STATIC_PAYLOAD_TYPES.get(fmt, fmt))
+    return out
+
+
+def parse_sdp(body: bytes) -> Sdp:
+    """Parse an SDP body. Never raises."""
+    try:
+        return _parse(body)
+    except MemoryError:
+        raise
+    except Exception:
+        return Sdp(malformed_reasons=[SdpMalformed.PARSER_ERROR])
+
+
+def _parse(body: bytes) -> Sdp:
+    sdp = Sdp()
+    reasons = sdp.malformed_reasons
+    text = body.decode("utf-8", "surrogateescape")
+    # Lines end in CRLF or LF: split on LF, drop the CR with the line's trailing space.
+    lines = [line for line in text.split("\n") if line and line != "\r"]
+    if not lines:
+        _add(reasons, SdpMalformed.EMPTY)
+        return sdp
+    if lines[0].rstrip("\r") != "v=0":
+        _add(reasons, SdpMalformed.BAD_VERSION)
+    media: Media | None = None
+    for line in lines:
+        kind = line[0]
+        if line[1:2] != "=" or kind not in _LINE_TYPES:
+            _add(reasons, SdpMalformed.BAD_LINE)
+            continue
+        value = line[2:].rstrip("\r")
+        if kind == "a":
+            name, colon, attr_value = value.partition(":")
+            if media is None:
+                if not colon and name in DIRECTIONS:
+                    sdp.direction = name
+                sdp.attributes.append((name, attr_value if colon else None))
+            elif colon:
+                media.attributes.append((name, attr_value))
+                if name == "rtpmap":
+                    _add_rtpmap(media, attr_value, reasons)
+                elif name == "fmtp" or name == "ptime" or name == "maxptime":
+                    _media_value_attribute(media, name, attr_value, reasons)
+            else:
+                media.attributes.append((name, None))
+                if name in DIRECTIONS:
+                    media.direction = name
+        elif kind == "m":
+            media = _parse_media(value, reasons)
+            media.session_direction = sdp.direction
+            sdp.media.append(media)
+        elif kind == "c":
+            conn = _parse_connection(value)
+            if conn is None:
+                _add(reasons, SdpMalformed.BAD_CONNECTION)
+            elif media is None:
+                sdp.connection = conn
+            else:
+                media.connection = conn
+        elif kind == "b":
+            bw_type, _, bw_value = value.partition(":")
+            (sdp.bandwidth if media is None else media.bandwidth)[bw_type] = bw_value
+        elif media is not None:
+            continue  # i=, k= at media level: not needed
+        elif kind == "o":
+            sdp.origin = _parse_origin(value)
+            if sdp.origin is None:
+                _add(reasons, SdpMalformed.BAD_ORIGIN)
+        elif kind == "s":
+            sdp.session_name = value
+        elif kind == "t":
+            sdp.timing.append(value)
+        elif kind == "v":
+            sdp.version = _small_int(value, 2**31)
+    if sdp.origin is None and SdpMalformed.BAD_ORIGIN not in reasons:
+        _add(reasons, SdpMalformed.MISSING_ORIGIN)
+    if sdp.session_name is None:
+        _add(reasons, SdpMalformed.MISSING_SESSION_NAME)
+    if not sdp.timing:
+        _add(reasons, SdpMalformed.MISSING_TIMING)
+    connection = sdp.connection
+    for m in sdp.media:
+        m.session_connection = connection
+        if m.connection is None and connection is None:
+            _add(reasons, SdpMalformed.MISSING_CONNECTION)
+    return sdp
+
+
+def _add(reasons: list[str], code: str) -> None:
+    if code not in reasons:
+        reasons.append(code)
+
+
+def _parse_origin(value: str) -> Origin | None:
+    fields = value.split()
+    if len(fields) != 6:
+        return None
+    username, sess_id, sess_version, net_type, addr_type, address = fields
+    version = _small_int(sess_version, 2**64 - 1, 20)
+    if version is None:
+        return None
+    return Origin(username, sess_id, version, net_type, addr_type, address)
+
+
+def _parse_connection(value: str) -> Connection | None:
+    fields = value.split()
+    if len(fields) != 3:
+        return None
+    net_type, addr_type, address = fields
+    return Connection(net_type, addr_type, address.partition("/")[0], value)
+
+
+def _parse_media(value: str, reasons: list[str]) -> Media:
+    fields = value.split(" ")
+    if len(fields) < 4 or "" in fields:
+        # no format, or not single-SP separated: keep what can be kept, in the m= slot
+        _add(reasons, SdpMalformed.BAD_MEDIA)
+        fields = value.split()
+        while len(fields) < 3:
+            fields.append("")
+    media_type, port_text, proto = fields[0], fields[1], fields[2]
+    port_str, slash, count_str = port_text.partition("/")
+    port = _small_int(port_str, 65535)
+    count = _small_int(count_str, 65535) if slash else None
+    if port is None or (slash and count is None):
+        _add(reasons, SdpMalformed.BAD_MEDIA)
+        port = port if port is not None else 0
+    return Media(media_type, port, count, proto, fields[3:])
+
+
+def _small_int(text: str, limit: int, digits: int = 10) -> int | None:
+    if not text or len(text) > digits or not text.isascii() or not text.isdigit():
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
+def _add_rtpmap(media: Media, value: str, reasons: list[str]) -> None:
+    entry = _parse_rtpmap(value)
+    if entry is None:
+        _add(reasons, SdpMalformed.BAD_RTPMAP)
+    elif entry.payload_type not in media.rtpmap:
+        media.rtpmap[entry.payload_type] = entry
+
+
+def _media_value_attribute(media: Media, name: str, value: str, reasons: list[str]) -> None:
+    if name == "fmtp":
+        fmt, sep, params = value.partition(" ")
+        if not fmt or not sep:
+            _add(reasons, SdpMalformed.BAD_FMTP)
+        else:
+            media.fmtp.setdefault(fmt, params.strip())
+        return
+    number = _parse_ms(value)
+    if number is None:
+        _add(reasons, SdpMalformed.BAD_PTIME)
+    elif name == "ptime":
+        media.ptime = number
+    else:
+        media.maxptime = number
+
+
+def _parse_rtpmap(value: str) -> RtpMap | None:
+    # a=rtpmap:<payload type> <encoding name>/<clock rate>[/<encoding parameters>]
+    pt, sep, rest = value.partition(" ")
+    encoding, slash, rest = rest.lstrip(" ").partition("/")
+    if not pt or not sep or not encoding or not slash:
+        return None
+    clock_text, _, params = rest.partition("/")
+    clock_text = clock_text.rstrip(" ")
+    if not clock_text.isdigit() or len(clock_text) > 9 or not clock_text.isascii():
+        return None
+    return RtpMap(pt, encoding, int(clock_text), params or None)
+
+
+def _parse_ms(value: str) -> int | None:
+    text = value.strip()
+    whole, dot, frac = text.partition(".")
+    if not whole.isascii() or not whole.isdigit() or len(whole) > 6:
+        return None
+    if dot and frac and not (frac.isascii() and frac.isdigit()):
+        return None
+    return int(whole)
