@@ -27,6 +27,7 @@ from collector.hep.fast import (
     looks_like_sip,
     strip_auth_key,
 )
+from collector.hep.speedups import scan_v3
 
 SDP = (
     "v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\ns=-\r\n"
@@ -133,6 +134,8 @@ def main() -> None:
         ("find_call_id", lambda: find_call_id(payload)),
         ("looks_like_sip", lambda: looks_like_sip(payload)),
     ]
+    if scan_v3 is not None:  # the C extension: walk + find_call_id + looks_like_sip in one call
+        cases.append(("C scan_v3 (Kamailio packet)", lambda: scan_v3(KAMAILIO, 65535)))
     for name, fn in cases:
         print(f"{name:45s} {rate(fn, args.seconds):>12,.0f} /s")
 
