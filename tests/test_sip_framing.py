@@ -334,3 +334,49 @@ def test_non_utf8_header_bytes_survive_exactly() -> None:
 def test_utf8_display_name_decodes() -> None:
     m = parse_message(options().replace(b"From: <", 'From: "Jürgen Groß" <'.encode()))
     assert m.from_ is not None and m.from_.display_name == "Jürgen Groß"
+
+
+# -- reason codes and memo tables ---------------------------------------------------------------
+
+
+def test_reason_codes_are_stable_snake_case_and_distinct() -> None:
+    from consumers.sip.reasons import SdpMalformed, all_codes
+
+    sip, sdp_codes = all_codes(Malformed), all_codes(SdpMalformed)
+    assert len(sip) == len([k for k in vars(Malformed) if k.isupper()])
+    assert all(code.replace("_", "").isalnum() and code.islower() for code in sip | sdp_codes)
+    assert all(code.startswith("sdp_") for code in sdp_codes) and not sip & sdp_codes
+    assert {
+        "bad_start_line",
+        "bad_header_line",
+        "truncated_body",
+        "bad_cseq",
+        "missing_call_id",
+    } <= sip
+    assert {"bad_version", "bad_status_code", "bad_uri", "bad_via", "bad_name_addr"} <= sip
+
+
+def test_framing_reasons_are_the_cheap_subset() -> None:
+    m = parse_message(INVITE[:-10])
+    assert m.framing_reasons == [Malformed.TRUNCATED_BODY]
+    clean_framing = parse_message(options([*BASIC[:1], *BASIC[2:]]))  # no From
+    assert clean_framing.framing_reasons == []
+    assert clean_framing.malformed_reasons == [Malformed.MISSING_FROM]
+
+
+def test_memo_tables_do_not_change_results() -> None:
+    from consumers.sip.memo import clear_all
+
+    first = [parse_message(INVITE).malformed_reasons, parse_message(OK_200).allow]
+    clear_all()
+    assert [parse_message(INVITE).malformed_reasons, parse_message(OK_200).allow] == first
+
+
+def test_memo_tables_are_bounded() -> None:
+    from consumers.sip import memo
+
+    t: dict[str, int] = memo.table()
+    for i in range(memo.LIMIT + 10):
+        memo.remember(t, str(i), i)
+    assert len(t) <= memo.LIMIT
+    assert memo.remember(t, "x" * (memo.MAX_KEY + 1), 1) == 1 and "x" * (memo.MAX_KEY + 1) not in t

@@ -4,12 +4,13 @@
 problems are reported as stable reason codes (`reasons.py`). Modules:
 
 - `framing`: start line, header split, body framing (`parse_message`)
-- `message`: `SipMessage` and its lazily parsed accessors
-- `validation`: the checks behind `SipMessage.malformed_reasons`
-- `header_names`, `lexing`: name normalisation, compact forms, tokens, lists, params
+- `message`: `SipMessage` and its lazily parsed, cached accessors
+- `validation`, `grammar`: the checks behind `SipMessage.malformed_reasons` (strict ABNF)
+- `header_names`, `lexing`, `memo`: compact forms, lists and params, memo tables
 - `uri`, `name_addr`, `via`: URIs, From/To/Contact/Route values, Via values
 - `numeric_headers`, `media_type`, `reason_warning`, `correlation`: other header values
 - `body`, `sdp`: multipart bodies and session descriptions
+- `reasons`: the reason codes
 """
 
 from consumers.sip.body import BodyPart

@@ -89,9 +89,12 @@ def _parse(data: bytes) -> SipMessage:
         lines, body_start = _exact_lines(data, start, size, reasons)
         headers = _headers(lines, reasons)
     start_line = lines[0].rstrip("\r")
+    line_reasons: list[str] = []
     is_request, is_response, method, ruri, version, status, phrase = _start_line(
-        start_line, reasons
+        start_line, line_reasons
     )
+    if line_reasons:
+        reasons[:0] = line_reasons  # report in message order: start line first
 
     content_length: int | None = None
     trailing = 0

@@ -93,7 +93,3 @@ RFC1123_DATE = re.compile(
 )
 # warning-value = 3DIGIT SP warn-agent SP quoted-string [§20.43]
 WARNING_VALUE = re.compile(f'[0-9]{{3}} [^\\s"]++ {QUOTED}', re.S)
-
-
-def is_token(text: str) -> bool:
-    return TOKEN_RE.fullmatch(text) is not None

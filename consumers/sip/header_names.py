@@ -37,8 +37,8 @@ COMPACT_FORMS: dict[str, str] = {
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 # Names as they usually appear on the wire, mapped straight to their key, so the common case
-# costs one dict lookup. Names seen at run time are added up to a bound (garbage input must
-# not grow it without limit).
+# costs one dict lookup. Names seen at run time are added up to a bound, short names only
+# (garbage input must not grow it without limit).
 _KNOWN_FULL = (  # noqa: SIM905 - a word list reads better than 80 quoted strings
     "Via Call-ID CSeq From To Contact Max-Forwards Content-Length Content-Type Route "
     "Record-Route Allow Supported Require Proxy-Require Unsupported Session-Expires Min-SE "
@@ -87,7 +87,11 @@ def header_key(raw_name: str) -> str | None:
         return None
     key = name.lower()
     key = COMPACT_FORMS.get(key, key)
-    if len(_NAME_CACHE) < _NAME_CACHE_LIMIT and raw_name[:1] not in (" ", "\t"):
+    if (
+        len(_NAME_CACHE) < _NAME_CACHE_LIMIT
+        and len(raw_name) <= 64
+        and raw_name[:1] not in (" ", "\t")
+    ):
         _NAME_CACHE[raw_name] = key
     return key
 

@@ -5,7 +5,8 @@ Session-Expires are the same for every call of a user agent, and From, To, Conta
 Route recur in every message of a dialog. Extractors and validators keyed by the exact text
 keep their result in a plain dict; when a table reaches its bound it is emptied (cheaper and
 simpler than LRU bookkeeping, and a full table means the values are not repeating anyway).
-Only immutable results (tuples, frozensets, ints, frozen value objects) are stored.
+Only immutable results (tuples, frozensets, ints, frozen value objects) are stored, and only
+for keys up to MAX_KEY characters, so hostile traffic cannot make the tables large.
 """
 
 from __future__ import annotations
@@ -13,24 +14,26 @@ from __future__ import annotations
 from typing import TypeVar
 
 LIMIT = 4096
+MAX_KEY = 512
 
-K = TypeVar("K")
 V = TypeVar("V")
 
-_TABLES: list[dict[object, object]] = []
+_TABLES: list[dict[str, object]] = []
 
 
-def table() -> dict[K, V]:  # type: ignore[type-var]
-    """A new memo table, registered so that `clear_all` can empty it."""
-    created: dict[K, V] = {}
+def table() -> dict[str, V]:  # type: ignore[type-var]
+    """A new memo table keyed by header text, registered so that `clear_all` can empty it."""
+    created: dict[str, V] = {}
     _TABLES.append(created)  # type: ignore[arg-type]
     return created
 
 
-def remember(memo: dict[K, V], key: K, value: V) -> V:
-    if len(memo) >= LIMIT:
-        memo.clear()
-    memo[key] = value
+def remember(memo: dict[str, V], key: str, value: V) -> V:
+    """Store `value` under `key` (unless the key is too long) and return it."""
+    if len(key) <= MAX_KEY:
+        if len(memo) >= LIMIT:
+            memo.clear()
+        memo[key] = value
     return value
 
 

@@ -15,8 +15,8 @@ Accessor conventions:
 Header values are text decoded as UTF-8 with surrogateescape: `value.encode("utf-8",
 "surrogateescape")` gives back the exact bytes (Call-ID is compared byte by byte, §20.8).
 
-The cache is one class-level sentinel per accessor, shadowed by an instance attribute on
-first use: cheaper than a descriptor call on the hot path. Each accessor catches its own
+Each accessor caches in its own slot, set to a sentinel at construction: cheaper than a
+descriptor call or a growing instance dict on the hot path. Each accessor catches its own
 failure (a parser bug), returns an empty value and reports `parser_error`, so a consumer is
 never taken down by one captured message.
 """
@@ -73,7 +73,8 @@ _MEMO_SESSION_EXPIRES: dict[str, Any] = table()
 _MEMO_MIN_SE: dict[str, Any] = table()
 _MEMO_CONTENT_TYPE: dict[str, Any] = table()
 _MEMO_CONTENT_DISPOSITION: dict[str, Any] = table()
-_TOKEN_SETS: dict[tuple[str, ...], frozenset[str]] = table()
+_TOKENS_AS_WRITTEN: dict[str, frozenset[str]] = table()
+_TOKENS_LOWERED: dict[str, frozenset[str]] = table()
 
 
 class SipMessage:
@@ -93,42 +94,59 @@ class SipMessage:
     content_length: int | None  # the valid Content-Length value; None if absent or bad
     trailing_bytes: int  # octets after Content-Length that were discarded (§18.3)
 
-    _c_request_uri: Any = _UNSET
-    _c_cseq: Any = _UNSET
-    _c_from_: Any = _UNSET
-    _c_to: Any = _UNSET
-    _c_from_tag: Any = _UNSET
-    _c_to_tag: Any = _UNSET
-    _c_vias: Any = _UNSET
-    _c_top_via: Any = _UNSET
-    _c_top_via_branch: Any = _UNSET
-    _c_contact: Any = _UNSET
-    _c_record_route: Any = _UNSET
-    _c_route: Any = _UNSET
-    _c_refer_to: Any = _UNSET
-    _c_max_forwards: Any = _UNSET
-    _c_expires: Any = _UNSET
-    _c_allow: Any = _UNSET
-    _c_supported: Any = _UNSET
-    _c_require: Any = _UNSET
-    _c_proxy_require: Any = _UNSET
-    _c_unsupported: Any = _UNSET
-    _c_session_expires: Any = _UNSET
-    _c_min_se: Any = _UNSET
-    _c_retry_after: Any = _UNSET
-    _c_rseq: Any = _UNSET
-    _c_rack: Any = _UNSET
-    _c_reason: Any = _UNSET
-    _c_warning: Any = _UNSET
-    _c_content_type: Any = _UNSET
-    _c_content_disposition: Any = _UNSET
-    _c_body_parts: Any = _UNSET
-    _c_sdp: Any = _UNSET
-    _c_session_id: Any = _UNSET
-    _c_p_charging_vector: Any = _UNSET
-    _c_event: Any = _UNSET
-    _c_replaces: Any = _UNSET
-    _c_malformed_reasons: Any = _UNSET
+    __slots__ = (
+        "_c_allow",
+        "_c_body_parts",
+        "_c_contact",
+        "_c_content_disposition",
+        "_c_content_type",
+        "_c_cseq",
+        "_c_event",
+        "_c_expires",
+        "_c_from_",
+        "_c_from_tag",
+        "_c_malformed_reasons",
+        "_c_max_forwards",
+        "_c_min_se",
+        "_c_p_charging_vector",
+        "_c_proxy_require",
+        "_c_rack",
+        "_c_reason",
+        "_c_record_route",
+        "_c_refer_to",
+        "_c_replaces",
+        "_c_request_uri",
+        "_c_require",
+        "_c_retry_after",
+        "_c_route",
+        "_c_rseq",
+        "_c_sdp",
+        "_c_session_expires",
+        "_c_session_id",
+        "_c_supported",
+        "_c_to",
+        "_c_to_tag",
+        "_c_top_via",
+        "_c_top_via_branch",
+        "_c_unsupported",
+        "_c_vias",
+        "_c_warning",
+        "_framing_reasons",
+        "_parser_errors",
+        "body",
+        "content_length",
+        "headers",
+        "is_request",
+        "is_response",
+        "method",
+        "raw",
+        "reason_phrase",
+        "request_uri_text",
+        "start_line",
+        "status_code",
+        "trailing_bytes",
+        "version",
+    )
 
     def __init__(
         self,
@@ -162,6 +180,45 @@ class SipMessage:
         self.trailing_bytes = trailing_bytes
         self._framing_reasons = framing_reasons
         self._parser_errors = 0
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self._c_request_uri = _UNSET
+        self._c_cseq = _UNSET
+        self._c_from_ = _UNSET
+        self._c_to = _UNSET
+        self._c_from_tag = _UNSET
+        self._c_to_tag = _UNSET
+        self._c_vias = _UNSET
+        self._c_top_via = _UNSET
+        self._c_top_via_branch = _UNSET
+        self._c_contact = _UNSET
+        self._c_record_route = _UNSET
+        self._c_route = _UNSET
+        self._c_refer_to = _UNSET
+        self._c_max_forwards = _UNSET
+        self._c_expires = _UNSET
+        self._c_allow = _UNSET
+        self._c_supported = _UNSET
+        self._c_require = _UNSET
+        self._c_proxy_require = _UNSET
+        self._c_unsupported = _UNSET
+        self._c_session_expires = _UNSET
+        self._c_min_se = _UNSET
+        self._c_retry_after = _UNSET
+        self._c_rseq = _UNSET
+        self._c_rack = _UNSET
+        self._c_reason = _UNSET
+        self._c_warning = _UNSET
+        self._c_content_type = _UNSET
+        self._c_content_disposition = _UNSET
+        self._c_body_parts = _UNSET
+        self._c_sdp = _UNSET
+        self._c_session_id = _UNSET
+        self._c_p_charging_vector = _UNSET
+        self._c_event = _UNSET
+        self._c_replaces = _UNSET
+        self._c_malformed_reasons = _UNSET
 
     def __repr__(self) -> str:
         first = self.start_line if len(self.start_line) <= 80 else self.start_line[:77] + "..."
@@ -206,6 +263,12 @@ class SipMessage:
     @property
     def malformed(self) -> bool:
         return bool(self.malformed_reasons)
+
+    @property
+    def framing_reasons(self) -> list[str]:
+        """The problems found by the eager pass alone (start line, header lines, body
+        framing): free to read, a subset of `malformed_reasons`."""
+        return list(self._framing_reasons)
 
     # -- simple values (no parsing beyond the header split) -------------------------------
 
@@ -752,8 +815,8 @@ class SipMessage:
         return branch
 
     def _top_via(self) -> Via | None:
-        vias = self.__dict__.get("_c_vias")
-        if vias is not None:
+        vias = self._c_vias
+        if vias is not _UNSET:
             return vias[0] if vias else None
         return parse_top_via(self.headers.get("via", []))
 
@@ -770,8 +833,9 @@ class SipMessage:
         values = self.headers.get(key)
         if values is None:
             return None
-        memo_key = (key, *values)
-        tokens = _TOKEN_SETS.get(memo_key)
+        memo = _TOKENS_LOWERED if lower else _TOKENS_AS_WRITTEN
+        memo_key = values[0] if len(values) == 1 else "\n".join(values)
+        tokens = memo.get(memo_key)
         if tokens is None:
             found: set[str] = set()
             for value in values:
@@ -781,7 +845,7 @@ class SipMessage:
                     item = item.strip(" \t")
                     if item:
                         found.add(item)
-            tokens = remember(_TOKEN_SETS, memo_key, frozenset(found))
+            tokens = remember(memo, memo_key, frozenset(found))
         return tokens
 
     def _body_parts(self) -> list[BodyPart]:

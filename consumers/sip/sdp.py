@@ -163,20 +163,24 @@ def _parse(body: bytes) -> Sdp:
     sdp = Sdp()
     reasons = sdp.malformed_reasons
     text = body.decode("utf-8", "surrogateescape")
-    # Lines end in CRLF or LF: split on LF, drop the CR with the line's trailing space.
-    lines = [line for line in text.split("\n") if line and line != "\r"]
-    if not lines:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # lines end in CRLF or LF
+    lines = text.split("\n")
+    first = next((line for line in lines if line), None)
+    if first is None:
         _add(reasons, SdpMalformed.EMPTY)
         return sdp
-    if lines[0].rstrip("\r") != "v=0":
+    if first != "v=0":
         _add(reasons, SdpMalformed.BAD_VERSION)
     media: Media | None = None
     for line in lines:
+        if not line:
+            continue
         kind = line[0]
         if line[1:2] != "=" or kind not in _LINE_TYPES:
             _add(reasons, SdpMalformed.BAD_LINE)
             continue
-        value = line[2:].rstrip("\r")
+        value = line[2:]
         if kind == "a":
             name, colon, attr_value = value.partition(":")
             if media is None:

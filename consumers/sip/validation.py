@@ -48,9 +48,12 @@ _MANDATORY = (
     ("to", Malformed.MISSING_TO),
     ("via", Malformed.MISSING_VIA),
 )
-_SINGLE_VALUED = (
-    "call-id", "cseq", "from", "to", "max-forwards", "content-type", "expires",
-    "session-expires", "min-se", "rseq", "rack", "retry-after",
+_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
+_SINGLE_VALUED = frozenset(
+    {
+        "call-id", "cseq", "from", "to", "max-forwards", "content-type", "expires",
+        "session-expires", "min-se", "rseq", "rack", "retry-after",
+    }
 )  # fmt: skip
 _RURI_MEMO: dict[str, Codes] = table()
 
@@ -60,14 +63,9 @@ def validate(msg: SipMessage, framing_reasons: list[str]) -> list[str]:
     headers = msg.headers
 
     if msg.is_request or msg.is_response:
-        for key, code in _MANDATORY:
-            if key not in headers:
-                found.append(code)
-    for key in _SINGLE_VALUED:
-        values = headers.get(key)
-        if values is not None and len(values) > 1:
-            found.append(Malformed.DUPLICATE_HEADER)
-            break
+        missing = _MANDATORY_KEYS.difference(headers)
+        if missing:
+            found.extend(code for key, code in _MANDATORY if key in missing)
 
     if msg.is_request:
         text = msg.request_uri_text or ""
@@ -79,11 +77,14 @@ def validate(msg: SipMessage, framing_reasons: list[str]) -> list[str]:
         if cseq is not None and cseq.method != msg.method:
             found.append(Malformed.CSEQ_METHOD_MISMATCH)
 
+    checks = _CHECKS
     for key, values in headers.items():
-        entry = _CHECKS.get(key)
+        entry = checks.get(key)
         if entry is None:
             continue
         check, memo = entry
+        if len(values) > 1 and key in _SINGLE_VALUED:
+            found.append(Malformed.DUPLICATE_HEADER)
         for value in values:
             if memo is None:
                 codes = check(value)
