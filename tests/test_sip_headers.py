@@ -536,3 +536,28 @@ def test_duplicate_single_valued_header() -> None:
     m = msg("Max-Forwards: 70", "Max-Forwards: 69")
     assert m.max_forwards == 70  # the first one is used
     assert Malformed.DUPLICATE_HEADER in m.malformed_reasons
+
+
+def test_contact_with_quoted_params_and_commas_in_display_names() -> None:
+    data = build(
+        "REGISTER sip:example.com SIP/2.0",
+        [
+            *BASE[:1],
+            'From: "A, B" <sip:a@example.com>;x="y;tag=z";tag=q',
+            *BASE[2:4],
+            "CSeq: 1 REGISTER",
+            'Contact: "Doe, John" <sip:jd@192.0.2.4>;+sip.instance='
+            '"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1,'
+            ' "x" <sip:x@192.0.2.5>;expires=0',
+        ],
+    )
+    m = parse_message(data)
+    first, second = m.contact
+    assert first.display_name == "Doe, John"
+    assert first.params == {
+        "+sip.instance": "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>",
+        "reg-id": "1",
+    }
+    assert second.uri.user == "x" and second.expires == 0
+    assert m.from_tag == "q" and m.from_ is not None and m.from_.params["x"] == "y;tag=z"
+    assert not m.malformed, m.malformed_reasons
