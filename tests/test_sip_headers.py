@@ -561,3 +561,9 @@ def test_contact_with_quoted_params_and_commas_in_display_names() -> None:
     assert second.uri.user == "x" and second.expires == 0
     assert m.from_tag == "q" and m.from_ is not None and m.from_.params["x"] == "y;tag=z"
     assert not m.malformed, m.malformed_reasons
+
+
+def test_via_received_bare_ipv6() -> None:
+    m = with_header("Via", "SIP/2.0/UDP [2001:db8::9]:5060;received=2001:db8::9;branch=z9hG4bKv6")
+    assert m.top_via is not None and m.top_via.received == "2001:db8::9"
+    assert not m.malformed, m.malformed_reasons

@@ -23,7 +23,11 @@ LWS = r"[ \t]+"
 QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*+"'
 HOST = r"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])"
 PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-GEN_VALUE = f"(?:{TOKEN}|{HOST}|{QUOTED})"
+# gen-value = token / host / quoted-string; Via received= may be a bare IPv6 address [§20.42]
+IPV6_ADDRESS = r"[0-9A-Fa-f]*+:[0-9A-Fa-f:.]*+"
+# A value must end where the parameter ends: the possessive repetition of PARAMS never
+# comes back to try another branch, so the branch is chosen here.
+GEN_VALUE = f"(?:{IPV6_ADDRESS}|\\[[0-9A-Fa-f:.]++\\]|{TOKEN}+|{QUOTED})(?![^ \\t;])"
 GENERIC_PARAM = f"{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?"
 PARAMS = f"(?:{SWS};{SWS}{GENERIC_PARAM})*+"
 

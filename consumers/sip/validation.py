@@ -133,21 +133,22 @@ def _via(value: str) -> Codes:
 
 
 def _name_addr_list(value: str) -> Codes:
-    codes: Codes = _OK
+    found: list[str] = []
     for element in split_list(value) if "," in value else (value,):
-        codes += name_addr_errors(element) if element else (Malformed.BAD_NAME_ADDR,)
-    return codes
+        found.extend(name_addr_errors(element) if element else (Malformed.BAD_NAME_ADDR,))
+    return tuple(dict.fromkeys(found)) if found else _OK
 
 
 def _contact(value: str) -> Codes:
     if value == "*":
         return _OK
-    codes = _name_addr_list(value)
+    found = list(_name_addr_list(value))
     for element in split_list(value) if "," in value else (value,):
         expires = parse_name_addr(element).params.get("expires") if element else None
         if expires is not None and parse_delta(expires) is None:
-            codes += (Malformed.BAD_EXPIRES,)
-    return codes
+            found.append(Malformed.BAD_EXPIRES)
+            break
+    return tuple(dict.fromkeys(found)) if found else _OK
 
 
 def _session_expires(value: str) -> Codes:
