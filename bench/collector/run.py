@@ -129,6 +129,12 @@ def main() -> None:
     ap.add_argument("--udp-rates", default="50000,100000,125000,150000,175000,200000")
     ap.add_argument("--tcp-rates", default="100000,150000,200000,250000,300000")
     ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument(
+        "--udp-buffer",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="collector.udp_receive_buffer_bytes (the kernel caps it at net.core.rmem_max)",
+    )
     args = ap.parse_args()
     if shutil.which("gcc") is None:
         sys.exit("gcc is needed to build the sender (bench/collector/hep_blast.c)")
@@ -147,6 +153,7 @@ def main() -> None:
         f"""[collector]
 listen = ["udp://127.0.0.1:{udp_port}", "tcp://127.0.0.1:{tcp_port}"]
 node_name = "bench"
+udp_receive_buffer_bytes = {args.udp_buffer}
 [kafka]
 bootstrap = "{broker.bootstrap}"
 topic = "bench"
@@ -168,7 +175,11 @@ listen = "127.0.0.1:{mport}"
                 break
             except OSError:
                 time.sleep(0.1)
-        print(f"# {avg}-byte HEPv3 packets, {args.seconds:.0f} s per step, one collector process")
+        rmem_max = Path("/proc/sys/net/core/rmem_max").read_text().strip()
+        print(
+            f"# {avg}-byte HEPv3 packets, {args.seconds:.0f} s per step, one collector process; "
+            f"UDP buffer asked {args.udp_buffer}, net.core.rmem_max {rmem_max}"
+        )
         best: dict[str, tuple[int, float | None]] = {}
         for transport, rates, port in (
             ("udp", args.udp_rates, udp_port),
