@@ -3,7 +3,8 @@
 Inputs: random bytes; random header sections built from SIP-shaped fragments; mutations
 (flips, insertions, deletions, truncation, line-end changes, line duplication) of the sample
 messages and, when ../shared is present, of the RFC 4475 vectors. A `parser_error` reason
-would mean an accessor raised and fell back, so it counts as a failure too.
+would mean an accessor raised and fell back, so it counts as a failure too. The CRLF fast
+path and the exact path (any line ends, folding) must agree on the same header lines.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ FRAGMENTS = [
     "99999999999999999999999", "0", "-1", "application/sdp", "multipart/mixed", "é", "\x00",
     "\xff", "(", ")", "*",
 ]  # fmt: skip
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SIP_FUZZ_EXAMPLES=20000 for a deeper run
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SIP_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def check(data: bytes) -> None:
@@ -159,3 +165,26 @@ def test_memory_error_is_not_swallowed(monkeypatch: object) -> None:
     monkeypatch.setattr(message, "parse_rseq", exhausted)  # type: ignore[attr-defined]
     with pytest.raises(MemoryError):
         _ = parse_message(ALL["session_progress_183"]).rseq
+
+
+PLAIN_FRAGMENTS = [f for f in FRAGMENTS if "\r" not in f and "\n" not in f]
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.lists(st.sampled_from(PLAIN_FRAGMENTS), min_size=1, max_size=10)
+        .map("".join)
+        .filter(lambda line: line[:1] not in (" ", "\t")),
+        max_size=20,
+    ),
+    st.binary(max_size=50),
+)
+def test_crlf_fast_path_equals_lf_exact_path(lines: list[str], body: bytes) -> None:
+    head = ["OPTIONS sip:a@example.com SIP/2.0", *lines]
+    crlf = ("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogatepass") + body
+    lf = ("\n".join(head) + "\n\n").encode("utf-8", "surrogatepass") + body
+    a, b = parse_message(crlf), parse_message(lf)
+    assert a.headers == b.headers
+    assert a.start_line == b.start_line and a.body == b.body
+    assert a.framing_reasons == b.framing_reasons

@@ -142,7 +142,7 @@ def _fast_headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]] 
     bad_line = False
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        key = cache_get(name)
+        key = cache_get(name) if colon else None
         if key is None:
             if line[:1] in (" ", "\t", "\r", ""):
                 return None
