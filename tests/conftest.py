@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kafka_broker import TansuBroker  # noqa: E402
+from kafka_broker import TansuBroker
 
 
 def shared_dir() -> Path | None:

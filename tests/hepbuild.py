@@ -80,9 +80,11 @@ def hep12(
 ) -> bytes:
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     v6 = s.version == 6
-    head = struct.pack(
-        "!BBBBHH", version, 8 + (32 if v6 else 8), 10 if v6 else 2, 17, sport, dport
-    ) + s.packed + d.packed
+    head = (
+        struct.pack("!BBBBHH", version, 8 + (32 if v6 else 8), 10 if v6 else 2, 17, sport, dport)
+        + s.packed
+        + d.packed
+    )
     if version == 2:
         head += struct.pack("<IIHH", ts[0], ts[1], capture_id, 0)
     return head + payload

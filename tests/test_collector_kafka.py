@@ -156,7 +156,7 @@ def test_v1_v2_v3_over_udp_tcp_tls_arrive_with_contract(
             assert h["hep.node"] == b"test-node"
             assert h["hep.sender"].startswith(b"127.0.0.1:")
             assert abs(int(h["hep.received_us"]) / 1e6 - time.time()) < 120
-        ts_type, ts = by_key[next(c for c in sent if c.startswith("udp-v3-"))].timestamp()
+        _ts_type, ts = by_key[next(c for c in sent if c.startswith("udp-v3-"))].timestamp()
         assert ts == 1700000100005  # HEP capture time, in ms
         assert col.metric("hepwatch_collector_decoded_packets_total", version="1") == 1
         assert col.metric("hepwatch_collector_decoded_packets_total", version="2") == 1

@@ -42,14 +42,12 @@ SDP = (
 def sip(call: int, kind: int) -> bytes:
     cid = f"{call:08x}-bench-{call * 7919 % 100000}@10.1.2.3"
     method = ("INVITE", "SIP/2.0 200 OK", "ACK", "BYE")[kind]
-    first = (
-        f"{method} sip:+15551234567@10.9.8.7:5060 SIP/2.0" if kind != 1 else "SIP/2.0 200 OK"
-    )
+    first = f"{method} sip:+15551234567@10.9.8.7:5060 SIP/2.0" if kind != 1 else "SIP/2.0 200 OK"
     cseq = f"{1 if kind < 3 else 2} {'INVITE' if kind < 2 else method}"
     body = SDP if kind < 2 else ""
     return (
         f"{first}\r\nVia: SIP/2.0/UDP 10.1.2.3:5060;branch=z9hG4bK-{call}-{kind};rport\r\n"
-        f"Max-Forwards: 70\r\nFrom: \"Alice\" <sip:+15550001111@10.1.2.3>;tag={call:x}a\r\n"
+        f'Max-Forwards: 70\r\nFrom: "Alice" <sip:+15550001111@10.1.2.3>;tag={call:x}a\r\n'
         f"To: <sip:+15551234567@10.9.8.7>{';tag=b' if kind else ''}\r\nCall-ID: {cid}\r\n"
         f"CSeq: {cseq}\r\nContact: <sip:alice@10.1.2.3:5060>\r\n"
         f"Allow: INVITE, ACK, CANCEL, BYE, UPDATE, PRACK, OPTIONS\r\n"
@@ -65,8 +63,18 @@ def packets_file(path: Path, calls: int = 2000) -> int:
             for kind in range(4):
                 pkt = encode_v3(
                     HepPacket(
-                        3, 2, 17, bytes([10, 1, 2, 3]), bytes([10, 9, 8, 7]), 5060, 5060,
-                        1700000000 + call, kind * 1000, 1, 2001, sip(call, kind),
+                        3,
+                        2,
+                        17,
+                        bytes([10, 1, 2, 3]),
+                        bytes([10, 9, 8, 7]),
+                        5060,
+                        5060,
+                        1700000000 + call,
+                        kind * 1000,
+                        1,
+                        2001,
+                        sip(call, kind),
                     )
                 )
                 fh.write(struct.pack(">H", len(pkt)) + pkt)
@@ -115,9 +123,9 @@ def wait_settled(port: int, sent_total: float, timeout: float = 60) -> dict[str,
         received = total(m, "hepwatch_collector_received_packets_total")
         accepted = total(m, "hepwatch_collector_accepted_packets_total")
         acked = total(m, "hepwatch_collector_acknowledged_total")
-        if (received >= sent_total or received == last) and acked >= accepted:
-            if m.get("hepwatch_collector_kafka_in_flight", 0) == 0:
-                return m
+        settled = (received >= sent_total or received == last) and acked >= accepted
+        if settled and m.get("hepwatch_collector_kafka_in_flight", 0) == 0:
+            return m
         if time.monotonic() > deadline:
             return m
         last = received
@@ -140,7 +148,9 @@ def main() -> None:
         sys.exit("gcc is needed to build the sender (bench/collector/hep_blast.c)")
     work = Path(tempfile.mkdtemp(prefix="hepwatch-bench-"))
     blast = work / "hep_blast"
-    subprocess.run(["gcc", "-O2", "-o", str(blast), str(ROOT / "bench/collector/hep_blast.c")], check=True)
+    subprocess.run(
+        ["gcc", "-O2", "-o", str(blast), str(ROOT / "bench/collector/hep_blast.c")], check=True
+    )
     pfile = work / "packets.bin"
     avg = packets_file(pfile)
 
@@ -166,7 +176,8 @@ listen = "127.0.0.1:{mport}"
     log = (work / "collector.log").open("wb")
     proc = subprocess.Popen(
         [str(ROOT / ".venv/bin/hepwatch"), "--config", str(cfg), "collect"],
-        stderr=log, stdout=log,
+        stderr=log,
+        stdout=log,
     )
     try:
         for _ in range(100):
@@ -189,8 +200,10 @@ listen = "127.0.0.1:{mport}"
                 count = int(rate * args.seconds)
                 before = metrics(mport)
                 out = subprocess.run(
-                    [str(blast), transport, "127.0.0.1", str(port), str(rate), str(count), str(pfile)],
-                    capture_output=True, text=True, check=True,
+                    [str(a) for a in (blast, transport, "127.0.0.1", port, rate, count, pfile)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout
                 elapsed = float(re.search(r"in ([\d.]+) seconds", out).group(1))
                 sent_total = total(before, "hepwatch_collector_received_packets_total") + count
@@ -207,8 +220,10 @@ listen = "127.0.0.1:{mport}"
                 }
                 achieved = count / elapsed
                 lost = count - d["hepwatch_collector_acknowledged_total"]
-                ok = lost == 0 and d["hepwatch_collector_spooled_total"] == 0 and (
-                    transport == "udp" or achieved >= 0.95 * rate
+                ok = (
+                    lost == 0
+                    and d["hepwatch_collector_spooled_total"] == 0
+                    and (transport == "udp" or achieved >= 0.95 * rate)
                 )
                 lat = p99(before, after)
                 print(
