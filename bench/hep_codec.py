@@ -18,6 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from hepbuild import chunk, frame  # the test-side packet builder
 
 from collector.hep.declaration import build_declared, parse_declared
 from collector.hep.fast import (
@@ -53,13 +56,8 @@ INVITE = (
 ).encode()
 
 
-def chunk(ctype: int, value: bytes) -> bytes:
-    return struct.pack("!HHH", 0, ctype, 6 + len(value)) + value
-
-
 def hep3(chunks: list[bytes]) -> bytes:
-    body = b"".join(chunks)
-    return b"HEP3" + struct.pack("!H", 6 + len(body)) + body
+    return frame(b"".join(chunks))
 
 
 KAMAILIO_CHUNKS = [

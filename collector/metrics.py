@@ -102,6 +102,7 @@ class CollectorMetrics(Collector):
         yield from (received, received_bytes, accepted, decoded, rejected, auth, per_sender)
         yield from (connections, refused)
 
+        spool = self._publisher.spool
         pub = self._publisher.stats
         yield CounterMetricFamily(
             P + "produced", "Records handed to librdkafka", value=pub.produced
@@ -115,15 +116,16 @@ class CollectorMetrics(Collector):
             value=pub.delivery_failures,
         )
         yield CounterMetricFamily(
-            P + "spooled", "Records written to the disk spool", value=pub.spooled
+            P + "spooled", "Records written to the disk spool", value=spool.appended_records
         )
         yield CounterMetricFamily(
-            P + "spool_overflow", "Records refused by a full spool (lost)", value=pub.spool_overflow
+            P + "spool_overflow",
+            "Records refused by a full spool (lost)",
+            value=spool.overflow_records,
         )
         yield CounterMetricFamily(
-            P + "spool_drained", "Spooled records delivered to Kafka", value=pub.drained
+            P + "spool_drained", "Spooled records delivered to Kafka", value=spool.acked_records
         )
-        spool = self._publisher.spool
         yield GaugeMetricFamily(
             P + "spool_depth_records", "Records waiting in the spool", value=spool.depth_records
         )

@@ -10,7 +10,8 @@ empty the publisher goes back to producing directly. Records that were inside li
 when the broker went away come back through their delivery reports and are spooled too.
 
 On shutdown everything accepted is flushed to Kafka or, if the broker cannot take it in
-time, purged from librdkafka into the spool, so a restart delivers it.
+time, purged from librdkafka into the spool, so a restart delivers it. The one loss is a
+full spool refusing a record; the spool counts and logs every refusal.
 """
 
 from __future__ import annotations
@@ -62,9 +63,6 @@ class PublisherStats:
     produced: int = 0  # handed to librdkafka directly
     drain_sent: int = 0  # spool records handed to librdkafka
     delivery_failures: int = 0  # delivery reports with an error (direct ones are spooled)
-    spooled: int = 0  # appended to the spool
-    spool_overflow: int = 0  # refused by a full spool: the only loss, counted and logged
-    drained: int = 0  # spool records acknowledged by the broker
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
 
@@ -133,7 +131,6 @@ class Publisher:
         self._broker_down = False
         self._stop = threading.Event()
         self._closed = False
-        self._last_overflow_log = 0.0
         self._purge_requested = False
         # (records handed over when sampled, monotonic ns) for the latency histogram.
         self._latency_marks: collections.deque[tuple[int, int]] = collections.deque()
@@ -154,7 +151,7 @@ class Publisher:
         if self._spooling:
             with self._lock:
                 if self._spooling:
-                    self._to_spool(SpoolRecord(key, value, timestamp_ms, headers))
+                    self.spool.append(SpoolRecord(key, value, timestamp_ms, headers))
                     return
         try:
             self._producer.produce(self.topic, value, key, timestamp=timestamp_ms, headers=headers)
@@ -164,27 +161,12 @@ class Publisher:
                 if not self._spooling:
                     log.warning("producer queue full: spooling to disk until Kafka catches up")
                 self._spooling = True
-                self._to_spool(SpoolRecord(key, value, timestamp_ms, headers))
+                self.spool.append(SpoolRecord(key, value, timestamp_ms, headers))
             return
         self.stats.produced += 1
         if self.stats.produced & 255 == 0:
             self._latency_marks.append(
                 (self.stats.produced + self.stats.drain_sent, time.monotonic_ns())
-            )
-
-    def _to_spool(self, record: SpoolRecord) -> None:
-        """Append under self._lock; count a refusal as the one visible loss."""
-        if self.spool.append(record):
-            self.stats.spooled += 1
-            return
-        self.stats.spool_overflow += 1
-        now = time.monotonic()
-        if now - self._last_overflow_log > 10:
-            self._last_overflow_log = now
-            log.error(
-                "spool full (%d bytes): records are being dropped (%d so far)",
-                self.spool.depth_bytes,
-                self.stats.spool_overflow,
             )
 
     # -- librdkafka callbacks (run on the publisher thread, inside poll/flush) -------------
@@ -198,7 +180,7 @@ class Publisher:
             if not self._spooling:
                 log.warning("delivery failed (%s): spooling to disk", err.str())
             self._spooling = True
-            self._to_spool(
+            self.spool.append(
                 SpoolRecord(msg.key(), msg.value(), msg.timestamp()[1], list(msg.headers() or ()))
             )
 
@@ -341,7 +323,6 @@ class Publisher:
                 self._fatal = True
         if sent and not failed[0] and not self._fatal and len(self._producer) == 0:
             self.spool.ack(batch[sent - 1][0])
-            self.stats.drained += sent
             if self._broker_down:
                 log.info(
                     "Kafka accepts records again: draining the spool (%d left)", len(self.spool)

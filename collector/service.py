@@ -13,6 +13,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 
+from aiohttp import web
 from prometheus_client.registry import CollectorRegistry
 
 from collector.auth import AuthPolicy
@@ -35,6 +36,7 @@ class CollectorService:
     streams: list[StreamListener] = field(default_factory=list)
     publisher: Publisher | None = None
     metrics_port: int | None = None
+    _ops_runner: web.AppRunner | None = None
     _stop: asyncio.Event | None = None
 
     def listener_stats(self) -> list[ListenerStats]:
@@ -130,9 +132,8 @@ class CollectorService:
             await st.stop()
         if self.publisher is not None:
             await asyncio.to_thread(self.publisher.close)
-        runner = getattr(self, "_ops_runner", None)
-        if runner is not None:
-            await runner.cleanup()
+        if self._ops_runner is not None:
+            await self._ops_runner.cleanup()
 
     async def run_until_signalled(self) -> None:
         self._stop = asyncio.Event()

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sharedpath import shared_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kafka_broker import TansuBroker
 
 
-def shared_dir() -> Path | None:
-    """`../shared` beside the checkout (or $HEPWATCH_SHARED); None where it is absent."""
-    env = os.environ.get("HEPWATCH_SHARED")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    return path if path.is_dir() else None
-
-
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    path = shared_dir()
+    path = shared_path()
     if path is None:
         pytest.skip("../shared is not present (vectors and testbed live there, not in the project)")
     return path

@@ -11,14 +11,16 @@ import ast
 import dataclasses
 import gzip
 import ipaddress
-import os
 import re
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hepbuild import chunk, hep12, sip_request
+from hepbuild import frame as hep3
 from hypothesis import strategies as st
+from sharedpath import shared_path
 
 from collector.hep.model import HepPacket
 
@@ -27,10 +29,7 @@ from collector.hep.model import HepPacket
 
 def shared_hep_dir() -> Path | None:
     """`shared/vectors/hep` beside the checkout (or under $HEPWATCH_SHARED); None if absent."""
-    env = os.environ.get("HEPWATCH_SHARED")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    path = root / "vectors" / "hep"
-    return path if path.is_dir() else None
+    return shared_path("vectors", "hep")
 
 
 SKIP_REASON = "shared/vectors/hep is not present (set HEPWATCH_SHARED to the shared folder)"
@@ -120,91 +119,6 @@ def check_against_expectation(pkt: HepPacket, exp: VectorExpectation) -> None:
             assert pkt.payload.startswith(value)
         else:
             raise AssertionError(f"vector names a chunk this test does not know: {name}")
-
-
-# --- independent wire builder -----------------------------------------------------------
-
-
-def chunk(ctype: int, value: bytes, vendor: int = 0) -> bytes:
-    return struct.pack("!HHH", vendor, ctype, 6 + len(value)) + value
-
-
-def hep3(body: bytes, magic: bytes = b"HEP3", total: int | None = None) -> bytes:
-    return magic + struct.pack("!H", 6 + len(body) if total is None else total) + body
-
-
-def hep12(
-    version: int,
-    payload: bytes,
-    *,
-    src: bytes = bytes([192, 0, 2, 10]),
-    dst: bytes = bytes([198, 51, 100, 5]),
-    ip_proto: int = 17,
-    sport: int = 5060,
-    dport: int = 5060,
-    ts: tuple[int, int] = (1700000000, 250000),
-    capture_id: int = 2001,
-    hp_l: int | None = None,
-    family: int | None = None,
-) -> bytes:
-    v6 = len(src) == 16
-    head = struct.pack(
-        "!BBBBHH",
-        version,
-        (40 if v6 else 16) if hp_l is None else hp_l,
-        (10 if v6 else 2) if family is None else family,
-        ip_proto,
-        sport,
-        dport,
-    )
-    head += src + dst
-    if version == 2:
-        head += struct.pack("<IIHH", ts[0], ts[1], capture_id, 0)
-    return head + payload
-
-
-def sip_request(
-    call_id: str = "abc@192.0.2.10", method: str = "INVITE", body: bytes = b""
-) -> bytes:
-    return (
-        f"{method} sip:bob@198.51.100.5 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK{zlib.crc32(call_id.encode())}\r\n"
-        "From: <sip:alice@example.com>;tag=a1\r\n"
-        "To: <sip:bob@example.com>\r\n"
-        f"Call-ID: {call_id}\r\n"
-        f"CSeq: 1 {method}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
-def kamailio_packet(
-    payload: bytes,
-    *,
-    src: bytes = bytes([192, 0, 2, 10]),
-    dst: bytes = bytes([198, 51, 100, 5]),
-    correlation_id: bytes | None = None,
-    auth_key: bytes | None = None,
-) -> bytes:
-    """A HEPv3 packet in Kamailio siptrace's chunk order (PROTOCOL.md A.9)."""
-    v6 = len(src) == 16
-    body = b"".join(
-        [
-            chunk(1, bytes([10 if v6 else 2])),
-            chunk(2, bytes([17])),
-            chunk(5 if v6 else 3, src),
-            chunk(6 if v6 else 4, dst),
-            chunk(7, struct.pack("!H", 5060)),
-            chunk(8, struct.pack("!H", 5062)),
-            chunk(9, struct.pack("!I", 1700000000)),
-            chunk(10, struct.pack("!I", 250000)),
-            chunk(11, b"\x01"),
-            chunk(12, struct.pack("!I", 2001)),
-            b"" if correlation_id is None else chunk(0x11, correlation_id),
-            b"" if auth_key is None else chunk(0x0E, auth_key),
-            chunk(0x0F, payload),
-        ]
-    )
-    return hep3(body)
 
 
 # --- what a packet built from chunks must decode to ------------------------------------

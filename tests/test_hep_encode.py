@@ -7,7 +7,8 @@ import zlib
 from collections.abc import Callable
 
 import pytest
-from hepvectors import chunk, hep3, hep12, kamailio_packet, sip_request
+from hepbuild import chunk, hep12, kamailio_packet, sip_request
+from hepbuild import frame as hep3
 
 from collector.hep.declaration import HEP1, HEP2, build_declared, parse_declared
 from collector.hep.errors import HepError, RejectReason

@@ -8,7 +8,8 @@ import zlib
 from collections.abc import Callable
 
 import pytest
-from hepvectors import chunk, hep3, hep12, kamailio_packet, sip_request
+from hepbuild import chunk, hep12, kamailio_packet, sip_request
+from hepbuild import frame as hep3
 
 from collector.hep import spec
 from collector.hep.declaration import GENERIC_VALUES, parse_declared

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sharedpath import shared_path
 
 from collector.hep.sipscan import find_call_id, looks_like_sip
 
@@ -149,10 +149,7 @@ def test_looks_like_sip_is_linear_on_hostile_input() -> None:
 
 
 def _rfc4475_dir() -> Path | None:
-    env = os.environ.get("HEPWATCH_SHARED")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    path = root / "vectors" / "rfc4475"
-    return path if path.is_dir() else None
+    return shared_path("vectors", "rfc4475")
 
 
 @pytest.mark.skipif(_rfc4475_dir() is None, reason="shared/vectors/rfc4475 is not present")

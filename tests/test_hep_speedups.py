@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hepbuild import chunk, frame
 from hepvectors import SKIP_REASON, load_hex, mangled_bytes, shared_hep_dir, wire_packets
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -29,13 +30,8 @@ MANY = settings(max_examples=2500, deadline=None, suppress_health_check=list(Hea
 SOME = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-def chunk(ctype: int, value: bytes, vendor: int = 0) -> bytes:
-    return struct.pack("!HHH", vendor, ctype, 6 + len(value)) + value
-
-
 def hep3(chunks: list[bytes], magic: bytes = b"HEP3", trailing: bytes = b"") -> bytes:
-    body = b"".join(chunks)
-    return magic + struct.pack("!H", 6 + len(body)) + body + trailing
+    return frame(b"".join(chunks), magic) + trailing
 
 
 def check_agrees(data: bytes, max_size: int, result: tuple) -> None:

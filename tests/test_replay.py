@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
-from hepvectors import hep12, kamailio_packet, sip_request
+from hepbuild import hep12, kamailio_packet, sip_request
 
 from collector import replay as rp
 from collector.hep.fast import decode

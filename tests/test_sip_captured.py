@@ -8,22 +8,19 @@ truncated), an o= line missing its line end, and two frames that are not SIP at 
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
+from sharedpath import shared_path
 from sipsamples import touch_everything
 
 from consumers.sip import Malformed, SdpMalformed, parse_message
 
 
 def _hep_dir() -> Path | None:
-    env = os.environ.get("HEPWATCH_SHARED")
-    shared = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    path = shared / "vectors" / "hep"
-    return path if path.is_dir() else None
+    return shared_path("vectors", "hep")
 
 
 HEP = _hep_dir()

@@ -10,20 +10,18 @@ path and the exact path (any line ends, folding) must agree on the same header l
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sharedpath import shared_path
 from sipsamples import ALL, touch_everything
 
 from consumers.sip import Malformed, parse_message
 
 
 def _vectors() -> list[bytes]:
-    env = os.environ.get("HEPWATCH_SHARED")
-    shared = Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
-    folder = shared / "vectors" / "rfc4475"
-    return [p.read_bytes() for p in sorted(folder.glob("*.dat"))] if folder.is_dir() else []
+    folder = shared_path("vectors", "rfc4475")
+    return [p.read_bytes() for p in sorted(folder.glob("*.dat"))] if folder else []
 
 
 SEEDS = list(ALL.values()) + _vectors()
