@@ -220,6 +220,13 @@ class SipMessage:
         self._c_replaces = _UNSET
         self._c_malformed_reasons = _UNSET
 
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        # Pickled as its bytes: the parse is deterministic, and the caches hold a
+        # process-local sentinel that must not cross a checkpoint.
+        from consumers.sip.framing import parse_message
+
+        return (parse_message, (self.raw,))
+
     def __repr__(self) -> str:
         first = self.start_line if len(self.start_line) <= 80 else self.start_line[:77] + "..."
         return f"<SipMessage {first!r} call_id={self.call_id!r}>"

@@ -1,0 +1,278 @@
+"""The sans-I/O analysis pipeline of one partition: observations in, records out.
+
+    Observation -> parse -> dedup (C.0.1-3) -> reorder window -> tracker -> detectors
+                                                    stream-time timers ---^
+
+`Engine.feed(obs)` returns the records that became final; `advance_to(ts)` moves stream
+time for an idle partition (the consumer calls it with the wall clock); `flush()` ends the
+input (offline analysis): everything buffered is processed, timers due by the last capture
+time fire, and every call is closed. Nothing here reads a clock or does I/O; the whole
+engine pickles, which is how the consumer checkpoints a partition with its offsets.
+
+Time (DESIGN "Consumers"; C.0 rule 4): stream time is the largest capture time seen; a
+logical message is processed once stream time passes its first copy plus the reorder window,
+in capture-time order, so copies stamped out of order by different Kamailio workers or
+nodes are sorted first. Timers fire when stream time passes them, before any later message.
+Message records are emitted when their dedup window closes, with every copy folded in.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from consumers.dedup import Deduplicator, LogicalMessage
+from consumers.detectors.base import Detector, Output
+from consumers.observation import Observation
+from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, record_id
+from consumers.sip import parse_message
+from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
+from consumers.tracking.states import DialogState
+from consumers.tracking.tracker import Tracker, TrackerConfig
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    reorder_window_ms: int = 300
+    dedup_window_ms: int = 2000
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    emit_messages: bool = True
+    keep_raw: bool = True
+
+
+@dataclass(slots=True)
+class EngineStats:
+    observations: int = 0
+    messages: int = 0  # logical messages processed
+    not_sip: int = 0
+    parse_failures: dict[str, int] = field(default_factory=dict)
+    late: int = 0  # observations older than what was already processed
+    timers_fired: int = 0
+    timers_dropped: int = 0  # their call was gone already
+    anomalies: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig | None = None, detectors: list[Detector] | None = None
+    ) -> None:
+        self.config = config or EngineConfig()
+        if detectors is None:
+            from consumers.detectors import default_detectors
+
+            detectors = default_detectors()
+        self.detectors = detectors
+        self._by_name = {d.name: d for d in detectors}
+        self.dedup = Deduplicator(self.config.dedup_window_ms * 1000)
+        self.tracker = Tracker(self.config.tracker, proxy_ips=self._proxy_ips)
+        self.stats = EngineStats()
+        self.stream_time = 0
+        self.processed_until = 0
+        self._reorder: list[tuple[int, int, LogicalMessage]] = []
+        self._timers: list[tuple[int, int, str, str, str, Any]] = []
+        self._timer_seq = 0
+
+    # -- input -----------------------------------------------------------------------------
+
+    def feed(self, obs: Observation) -> list[Record]:
+        self.stats.observations += 1
+        msg = parse_message(obs.payload)
+        if not (msg.is_request or msg.is_response) or not msg.call_id or msg.cseq is None:
+            reason = (msg.framing_reasons or msg.malformed_reasons or ["not_sip"])[0]
+            self.stats.parse_failures[reason] = self.stats.parse_failures.get(reason, 0) + 1
+            return []
+        if obs.ts_us < self.processed_until:
+            self.stats.late += 1
+        lm = self.dedup.add(msg, obs)
+        if lm is not None:
+            heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
+        if obs.ts_us > self.stream_time:
+            self.stream_time = obs.ts_us
+        return self._run(self.stream_time - self.config.reorder_window_ms * 1000)
+
+    def advance_to(self, ts_us: int) -> list[Record]:
+        """Raise stream time to `ts_us` (idle partitions follow the wall clock)."""
+        if ts_us > self.stream_time:
+            self.stream_time = ts_us
+        return self._run(self.stream_time - self.config.reorder_window_ms * 1000)
+
+    def flush(self) -> list[Record]:
+        """End of input: process everything, fire due timers, close every call."""
+        out = self._run(self.stream_time, into=Output())
+        o = Output()
+        o.now_us = self.stream_time
+        if self.config.emit_messages:
+            for lm in self.dedup.close_all():
+                o.records.append(self._message_record(lm))
+        for call in self.tracker.drain():
+            self._end_call(call, o)
+        return out + o.records
+
+    # -- pipeline --------------------------------------------------------------------------
+
+    def _run(self, watermark: int, into: Output | None = None) -> list[Record]:
+        out = into or Output()
+        out.anomaly_counts = self.stats.anomalies
+        reorder = self._reorder
+        while reorder and reorder[0][0] <= watermark:
+            ts, _, lm = heapq.heappop(reorder)
+            self._fire_timers(ts, out)
+            self._process(lm, out)
+        self._fire_timers(watermark, out)
+        if watermark > self.processed_until:
+            self.processed_until = watermark
+        out.now_us = watermark
+        if self.config.emit_messages:
+            for lm in self.dedup.expire(watermark):
+                out.records.append(self._message_record(lm))
+        else:
+            self.dedup.expire(watermark)
+        ended: list[Call] = []
+        self.tracker.expire(watermark, ended)
+        for call in ended:
+            self._end_call(call, out)
+        return out.records
+
+    def _process(self, lm: LogicalMessage, out: Output) -> None:
+        dedup = self.dedup
+        dedup.classify(lm)
+        lm.released = True
+        self.stats.messages += 1
+        ev = self.tracker.process(lm, dedup.sender_time(lm), dedup.receiver_time(lm))
+        if ev is None:
+            return
+        out.now_us = max(out.now_us, lm.first_ts)
+        for det in self.detectors:
+            out.detector = det.name
+            det.on_event(ev, out)
+            if out.timers:
+                self._take_timers(out)
+
+    def _fire_timers(self, upto: int, out: Output) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= upto:
+            due, _, name, call_id, key, data = heapq.heappop(timers)
+            call = self.tracker.calls.get(call_id)
+            det = self._by_name.get(name)
+            if call is None or det is None:
+                self.stats.timers_dropped += 1
+                continue
+            self.stats.timers_fired += 1
+            out.now_us = max(out.now_us, due)
+            out.detector = name
+            det.on_timer(call, key, data, out)
+            if out.timers:
+                self._take_timers(out)
+
+    def _take_timers(self, out: Output) -> None:
+        for due, name, call_id, key, data in out.timers:
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (due, self._timer_seq, name, call_id, key, data))
+        out.timers.clear()
+
+    def _end_call(self, call: Call, out: Output) -> None:
+        for det in self.detectors:
+            out.detector = det.name
+            det.on_call_end(call, out)
+        out.timers.clear()  # the call is gone: nothing can fire for it any more
+        reason = (call.ext or {}).get("removed", "capture_end")
+        if call.dialogs:
+            for dialog in call.dialogs.values():
+                out.records.append(self._dialog_record(call, dialog, reason))
+        else:
+            out.records.append(self._dialog_record(call, None, reason))
+
+    def _proxy_ips(self, node: str) -> set[str]:
+        return {ip for ip, _ in self.dedup.proxies.get(node, ())}
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _message_record(self, lm: LogicalMessage) -> MessageRecord:
+        msg = lm.msg
+        obs = lm.first
+        cseq = msg.cseq
+        se = msg.session_expires
+        hop = self.dedup.hop
+        rows = [
+            ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, hop(o), o.ref, c)
+            for o, c in zip(lm.observations, lm.copies, strict=True)
+        ]
+        allow, supported, require = msg.allow, msg.supported, msg.require
+        return MessageRecord(
+            id=record_id(lm.ref),
+            event_time_us=lm.ts,
+            node=obs.node,
+            capture_id=obs.capture_id,
+            call_id=msg.call_id or "",
+            is_request=msg.is_request,
+            method=(msg.method or "") if msg.is_request else (cseq.method if cseq else ""),
+            status=msg.status_code or 0,
+            reason_phrase=msg.reason_phrase or "",
+            cseq=cseq.number if cseq else 0,
+            from_tag=msg.from_tag or "",
+            to_tag=msg.to_tag or "",
+            direction=lm.direction,
+            dialog_state=lm.state_at or "pre",
+            origin=lm.origin,
+            retransmission=lm.retransmission,
+            transport=obs.transport,
+            src_ip=obs.src_ip,
+            src_port=obs.src_port,
+            dst_ip=obs.dst_ip,
+            dst_port=obs.dst_port,
+            user_agent=(msg.user_agent if msg.is_request else msg.server) or msg.user_agent or "",
+            allow=sorted(allow) if allow is not None else None,
+            supported=sorted(supported) if supported is not None else None,
+            require=sorted(require) if require is not None else None,
+            session_expires=se.delta if se else None,
+            refresher=se.refresher if se else None,
+            min_se=msg.min_se,
+            has_sdp=msg.sdp is not None,
+            sdp_role=lm.sdp_role,
+            malformed=list(msg.framing_reasons),
+            correlation_id=obs.correlation_id,
+            x_cid=msg.x_cid or "",
+            observations=rows,
+            raw=msg.raw if self.config.keep_raw else b"",
+        )
+
+    def _dialog_record(self, call: Call, dialog: Dialog | None, reason: str) -> DialogRecord:
+        state = dialog.state if dialog is not None else DialogState.PRE
+        initial = call.initial_status
+        if dialog is not None and dialog.bye_ts:
+            end_reason = "bye"
+        elif initial >= 300 and state in (DialogState.PRE, DialogState.TERMINATED):
+            end_reason = "cancelled" if initial == 487 else "rejected"
+        else:
+            end_reason = reason
+        end_ts = (dialog.end_ts if dialog is not None and dialog.end_ts else 0) or call.last_ts
+        callee_tag = dialog.callee_tag if dialog is not None else ""
+        return DialogRecord(
+            id=record_id(call.call_id, call.caller_tag, callee_tag, call.first_ts),
+            node=call.node,
+            call_id=call.call_id,
+            caller_tag=call.caller_tag,
+            callee_tag=callee_tag,
+            state=state.value,
+            start_time_us=dialog.start_ts if dialog is not None else call.first_ts,
+            early_time_us=(dialog.early_ts or None) if dialog is not None else None,
+            confirmed_time_us=(dialog.confirmed_ts or None) if dialog is not None else None,
+            end_time_us=end_ts,
+            end_reason=end_reason,
+            initial_status=initial,
+            call_id_owner="self" if call.owner_known else "unknown",
+            record_routed=call.record_routed,
+            caller_ua=(dialog.ua[CALLER] if dialog and dialog.ua[CALLER] else call.ua[CALLER]),
+            callee_ua=(dialog.ua[CALLEE] if dialog and dialog.ua[CALLEE] else call.ua[CALLEE]),
+            caller_ip=call.addr[CALLER],
+            callee_ip=call.addr[CALLEE],
+            reinvites=dialog.reinvites if dialog is not None else 0,
+            updates=dialog.updates if dialog is not None else 0,
+            pracks=dialog.pracks if dialog is not None else 0,
+            anomalies=dialog.anomalies if dialog is not None else call.anomalies,
+            x_cid=call.x_cid,
+            session_id_pair=call.session_id_pair,
+            icid=call.icid,
+            correlation_id=call.correlation_id,
+        )

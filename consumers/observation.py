@@ -1,0 +1,74 @@
+"""One captured copy of a SIP message: the HEP packet's addresses, time and payload.
+
+An `Observation` is what every input (a Kafka record, a pcap frame, an in-process queue item)
+becomes before the sans-I/O core sees it. `from_hep` builds one from a decoded HEP packet;
+`ref` is the evidence id the anomaly rows carry (Kafka topic/partition/offset, or file#index).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from collector.hep.model import HepPacket
+
+_TRANSPORTS = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+@dataclass(slots=True)
+class Observation:
+    ts_us: int  # capture time (HEP timestamp), microseconds since the epoch
+    src_ip: str
+    src_port: int
+    dst_ip: str
+    dst_port: int
+    transport: str  # udp, tcp, tls, sctp, ws, wss or "ip<N>"
+    capture_id: int
+    node: str  # capture node name (Kafka header hep.node, or the capture id as text)
+    correlation_id: str  # HEP chunk 0x0011, "" when absent
+    ref: str  # evidence id: "topic/partition/offset", "file.pcap#17", ...
+    payload: bytes
+
+    @property
+    def src(self) -> tuple[str, int]:
+        return (self.src_ip, self.src_port)
+
+    @property
+    def dst(self) -> tuple[str, int]:
+        return (self.dst_ip, self.dst_port)
+
+
+def transport_name(ip_proto: int | None, tls_hint: bool = False) -> str:
+    if ip_proto is None:
+        return "unknown"
+    if ip_proto == 6 and tls_hint:
+        return "tls"
+    return _TRANSPORTS.get(ip_proto, f"ip{ip_proto}")
+
+
+def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
+    """An observation of the SIP payload a HEP packet carries (caller checks proto_type)."""
+    corr = pkt.correlation_id.decode("utf-8", "replace") if pkt.correlation_id else ""
+    if node is None:
+        node = pkt.node_name.decode("utf-8", "replace") if pkt.node_name else str(pkt.capture_id)
+    return Observation(
+        ts_us=pkt.timestamp_us,
+        src_ip=_ip_text(pkt.src_ip),
+        src_port=pkt.src_port or 0,
+        dst_ip=_ip_text(pkt.dst_ip),
+        dst_port=pkt.dst_port or 0,
+        transport=transport_name(pkt.ip_proto),
+        capture_id=pkt.capture_id or 0,
+        node=node,
+        correlation_id=corr,
+        ref=ref,
+        payload=bytes(pkt.payload or b""),
+    )
+
+
+def _ip_text(packed: bytes) -> str:
+    if len(packed) == 4:
+        return socket.inet_ntop(socket.AF_INET, packed)
+    if len(packed) == 16:
+        return socket.inet_ntop(socket.AF_INET6, packed)
+    return ""
