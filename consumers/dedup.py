@@ -41,6 +41,7 @@ class LogicalMessage:
     __slots__ = (
         "copies",
         "direction",
+        "expire_at",
         "first_ts",
         "key",
         "msg",
@@ -59,6 +60,7 @@ class LogicalMessage:
         self.observations: list[Observation] = [obs]
         self.copies: list[int] = [1]
         self.first_ts = obs.ts_us
+        self.expire_at = obs.ts_us  # stream time after which no copy is folded in any more
         self.seq = seq
         self.released = False
         self.origin = ORIGIN_ENDPOINT
@@ -118,8 +120,12 @@ class Deduplicator:
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, msg: SipMessage, obs: Observation) -> LogicalMessage | None:
-        """Fold `obs`; return the new logical message, or None when it joined an open one."""
+    def add(self, msg: SipMessage, obs: Observation, now_us: int = 0) -> LogicalMessage | None:
+        """Fold `obs`; return the new logical message, or None when it joined an open one.
+
+        `now_us` is the stream time: a message that arrives late (older than stream time)
+        still gets a full window, counted from its arrival, for its other copies.
+        """
         key = dedup_key(msg, obs)
         lm = self._open.get(key)
         if lm is not None and abs(obs.ts_us - lm.first_ts) <= self.window_us:
@@ -135,6 +141,7 @@ class Deduplicator:
             return None
         self._seq += 1
         lm = LogicalMessage(msg, key, obs, self._seq)
+        lm.expire_at = max(obs.ts_us, now_us) + self.window_us
         self._open[key] = lm
         self._order.append(lm)
         return lm
@@ -143,7 +150,7 @@ class Deduplicator:
         """Close and return the released messages whose window ended before `before_us`."""
         done: list[LogicalMessage] = []
         order = self._order
-        while order and order[0].released and order[0].first_ts + self.window_us < before_us:
+        while order and order[0].released and order[0].expire_at < before_us:
             lm = order.popleft()
             if self._open.get(lm.key) is lm:
                 del self._open[lm.key]

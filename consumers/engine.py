@@ -72,19 +72,22 @@ class Engine:
         self._reorder: list[tuple[int, int, LogicalMessage]] = []
         self._timers: list[tuple[int, int, str, str, str, Any]] = []
         self._timer_seq = 0
+        self.last_rejected = ""  # why the last fed observation was not usable SIP
 
     # -- input -----------------------------------------------------------------------------
 
     def feed(self, obs: Observation) -> list[Record]:
         self.stats.observations += 1
+        self.last_rejected = ""
         msg = parse_message(obs.payload)
         if not (msg.is_request or msg.is_response) or not msg.call_id or msg.cseq is None:
             reason = (msg.framing_reasons or msg.malformed_reasons or ["not_sip"])[0]
             self.stats.parse_failures[reason] = self.stats.parse_failures.get(reason, 0) + 1
+            self.last_rejected = reason
             return []
         if obs.ts_us < self.processed_until:
             self.stats.late += 1
-        lm = self.dedup.add(msg, obs)
+        lm = self.dedup.add(msg, obs, self.stream_time)
         if lm is not None:
             heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
         if obs.ts_us > self.stream_time:

@@ -181,6 +181,57 @@ def replay(
     click.echo(str(result))
 
 
+@cli.command()
+@click.option("--kafka", metavar="BOOTSTRAP", help="Kafka bootstrap servers.")
+@click.option("--topic", help="Kafka topic of HEP records (default hepwatch.hep).")
+@click.option("--group", help="Consumer group (default hepwatch-consumers).")
+@click.option(
+    "--sink",
+    metavar="jsonl:DIR",
+    help="Where records go: jsonl:DIR, one JSON-lines file per partition.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Partition checkpoints; shared by every replica of the group (default var/state).",
+)
+@click.option("--metrics", metavar="HOST:PORT", help="Serve /metrics, /healthz, /readyz here.")
+@click.pass_context
+def consume(
+    ctx: click.Context,
+    kafka: str | None,
+    topic: str | None,
+    group: str | None,
+    sink: str | None,
+    state_dir: Path | None,
+    metrics: str | None,
+) -> None:
+    """Follow every dialog in the HEP topic and write messages, session changes, dialogs
+    and anomalies to the sink.
+
+    Partitions are checkpointed with their offsets, so a restart or a rebalance resumes
+    the calls in flight; records are written once even when Kafka redelivers.
+    """
+    from consumers.service import run_service
+
+    settings = _settings(
+        ctx,
+        {
+            "kafka": {"bootstrap": kafka, "topic": topic},
+            "consumer": {
+                "group": group,
+                "sink": sink,
+                "state_dir": state_dir,
+                "metrics_listen": metrics,
+            },
+        },
+    )
+    try:
+        run_service(settings)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @cli.command("config")
 @click.pass_context
 def show_config(ctx: click.Context) -> None:
@@ -189,6 +240,65 @@ def show_config(ctx: click.Context) -> None:
     data = json.loads(settings.model_dump_json())
     data["auth"]["keys"] = dict.fromkeys(data["auth"]["keys"], "***")
     click.echo(json.dumps(data, indent=2))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--json",
+    "json_out",
+    is_flag=True,
+    help="Print one JSON object: dialogs, session_changes, anomalies, messages, stats.",
+)
+@click.option(
+    "--jsonl",
+    "jsonl_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write every record (messages included) to PATH, one JSON object per line.",
+)
+@click.option("--no-ladder", is_flag=True, help="Text report without the ladder diagrams.")
+@click.pass_context
+def analyze(
+    ctx: click.Context, file: Path, json_out: bool, jsonl_path: Path | None, no_ladder: bool
+) -> None:
+    """Analyze a pcap or pcapng capture offline: every dialog, its session changes and
+    its anomalies, with a ladder diagram of every call.
+
+    The capture may hold HEP packets (between Kamailio and a collector), plain SIP, or
+    both. The [consumer] settings (reorder and dedup windows, T1) apply as in `consume`.
+    """
+    from consumers.analyze import analyze as run_analysis
+    from consumers.analyze import report_lines
+    from consumers.capture import CaptureError
+    from consumers.engine import EngineConfig
+    from consumers.sinks import JsonLinesSink
+    from consumers.tracking.tracker import TrackerConfig
+
+    consumer = _settings(ctx, {}).consumer
+    config = EngineConfig(
+        reorder_window_ms=consumer.reorder_window_ms,
+        dedup_window_ms=consumer.dedup_window_ms,
+        tracker=TrackerConfig(t1_ms=consumer.t1_ms),
+        keep_raw=not json_out or jsonl_path is not None,  # raw text is for ladders and jsonl
+    )
+    sink = None
+    try:
+        if jsonl_path is not None:
+            sink = JsonLinesSink(jsonl_path, append=False)
+        result = run_analysis(file, config=config, on_records=sink.write if sink else None)
+    except CaptureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or file}: {exc.strerror or exc}") from exc
+    finally:
+        if sink is not None:
+            sink.close()
+    if json_out:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        for line in report_lines(result, ladders=not no_ladder):
+            click.echo(line)
 
 
 def main() -> None:

@@ -120,6 +120,32 @@ class AuthConfig(_Section):
         return value
 
 
+class ConsumerConfig(_Section):
+    group: str = "hepwatch-consumers"
+    # Per-partition analysis state, checkpointed with its offsets. Replicas of one group
+    # that can take over each other's partitions must share this directory.
+    state_dir: Path = Path("var/state")
+    # Where records go: jsonl:DIR (one file per partition).
+    sink: str = "jsonl:var/records"
+    checkpoint_interval_s: float = Field(5.0, gt=0)
+    session_timeout_ms: int = Field(10000, ge=1000)
+    # An idle partition's stream time follows the wall clock after this long without records.
+    idle_advance_s: float = Field(2.0, gt=0)
+    reorder_window_ms: int = Field(300, ge=0)
+    dedup_window_ms: int = Field(2000, ge=0)
+    t1_ms: int = Field(500, ge=1)
+    max_calls_per_partition: int = Field(1_000_000, ge=100)
+    metrics_listen: str | None = "127.0.0.1:9097"
+
+    @field_validator("sink")
+    @classmethod
+    def _check_sink(cls, value: str) -> str:
+        scheme, _, target = value.partition(":")
+        if scheme != "jsonl" or not target:
+            raise ValueError(f"sink {value!r}: expected jsonl:DIR")
+        return value
+
+
 class MetricsConfig(_Section):
     listen: str | None = "127.0.0.1:9096"
 
@@ -133,6 +159,7 @@ class Settings(BaseSettings):
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    consumer: ConsumerConfig = Field(default_factory=ConsumerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
