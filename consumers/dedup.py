@@ -43,6 +43,7 @@ class LogicalMessage:
         "direction",
         "expire_at",
         "first_ts",
+        "hops",
         "key",
         "msg",
         "observations",
@@ -60,6 +61,7 @@ class LogicalMessage:
         self.observations: list[Observation] = [obs]
         self.copies: list[int] = [1]
         self.first_ts = obs.ts_us
+        self.hops: list[str] = []  # hop of each copy, set when released
         self.expire_at = obs.ts_us  # stream time after which no copy is folded in any more
         self.seq = seq
         self.released = False
@@ -184,17 +186,31 @@ class Deduplicator:
             return HOP_OUT
         return HOP_UNKNOWN
 
-    def classify(self, lm: LogicalMessage) -> None:
-        """Set `lm.origin` from the hops of its copies (call when releasing it)."""
-        hops = {self.hop(o) for o in lm.observations}
-        lm.origin = ORIGIN_PROXY if hops == {HOP_OUT} else ORIGIN_ENDPOINT
+    def classify(self, lm: LogicalMessage) -> tuple[int, int]:
+        """Set `lm.origin` and `lm.hops` from its copies (call when releasing it); return
+        (sender time, receiver time): the first in-copy, else the first copy; the first
+        out-copy, else the last copy (C.0 rule 2)."""
+        hop = self.hop
+        hops = [hop(o) for o in lm.observations]
+        lm.hops = hops
+        t_in = t_out = 0
+        first = last = lm.observations[0].ts_us
+        for h, o in zip(hops, lm.observations, strict=True):
+            ts = o.ts_us
+            first = min(first, ts)
+            last = max(last, ts)
+            if h == HOP_IN:
+                t_in = ts if not t_in else min(t_in, ts)
+            elif h == HOP_OUT:
+                t_out = ts if not t_out else min(t_out, ts)
+        lm.origin = (
+            ORIGIN_PROXY if t_out and not t_in and HOP_UNKNOWN not in hops else ORIGIN_ENDPOINT
+        )
+        return (t_in or first, t_out or last)
 
-    def sender_time(self, lm: LogicalMessage) -> int:
-        """When the sender sent it: the first in-copy, else the first copy (C.0 rule 2)."""
-        ins = [o.ts_us for o in lm.observations if self.hop(o) == HOP_IN]
-        return min(ins) if ins else lm.ts
-
-    def receiver_time(self, lm: LogicalMessage) -> int:
-        """When it left toward the receiver: the first out-copy, else the last copy."""
-        outs = [o.ts_us for o in lm.observations if self.hop(o) == HOP_OUT]
-        return min(outs) if outs else max(o.ts_us for o in lm.observations)
+    def hops_of(self, lm: LogicalMessage) -> list[str]:
+        """Hops of every copy, including copies folded in after the release."""
+        hops = lm.hops
+        if len(hops) != len(lm.observations):
+            hops = lm.hops = [self.hop(o) for o in lm.observations]
+        return hops

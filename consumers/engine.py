@@ -77,6 +77,10 @@ class Engine:
     # -- input -----------------------------------------------------------------------------
 
     def feed(self, obs: Observation) -> list[Record]:
+        self._add(obs)
+        return self._run(self.stream_time - self.config.reorder_window_ms * 1000)
+
+    def _add(self, obs: Observation) -> None:
         self.stats.observations += 1
         self.last_rejected = ""
         msg = parse_message(obs.payload)
@@ -84,7 +88,7 @@ class Engine:
             reason = (msg.framing_reasons or msg.malformed_reasons or ["not_sip"])[0]
             self.stats.parse_failures[reason] = self.stats.parse_failures.get(reason, 0) + 1
             self.last_rejected = reason
-            return []
+            return
         if obs.ts_us < self.processed_until:
             self.stats.late += 1
         lm = self.dedup.add(msg, obs, self.stream_time)
@@ -92,7 +96,13 @@ class Engine:
             heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
         if obs.ts_us > self.stream_time:
             self.stream_time = obs.ts_us
-        return self._run(self.stream_time - self.config.reorder_window_ms * 1000)
+
+    def feed_many(self, observations: list[Observation]) -> list[Record]:
+        """Feed a batch; the pipeline runs once at the end (same records as one by one)."""
+        window = self.config.reorder_window_ms * 1000
+        for obs in observations:
+            self._add(obs)
+        return self._run(self.stream_time - window)
 
     def advance_to(self, ts_us: int) -> list[Record]:
         """Raise stream time to `ts_us` (idle partitions follow the wall clock)."""
@@ -138,11 +148,10 @@ class Engine:
         return out.records
 
     def _process(self, lm: LogicalMessage, out: Output) -> None:
-        dedup = self.dedup
-        dedup.classify(lm)
+        t_in, t_out = self.dedup.classify(lm)
         lm.released = True
         self.stats.messages += 1
-        ev = self.tracker.process(lm, dedup.sender_time(lm), dedup.receiver_time(lm))
+        ev = self.tracker.process(lm, t_in, t_out)
         if ev is None:
             return
         out.now_us = max(out.now_us, lm.first_ts)
@@ -196,10 +205,9 @@ class Engine:
         obs = lm.first
         cseq = msg.cseq
         se = msg.session_expires
-        hop = self.dedup.hop
         rows = [
-            ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, hop(o), o.ref, c)
-            for o, c in zip(lm.observations, lm.copies, strict=True)
+            ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, h, o.ref, c)
+            for o, c, h in zip(lm.observations, lm.copies, self.dedup.hops_of(lm), strict=True)
         ]
         allow, supported, require = msg.allow, msg.supported, msg.require
         return MessageRecord(

@@ -279,9 +279,11 @@ def run_service(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, serving metrics on `consumer.metrics_listen`."""
     import signal
 
+    from consumers.runtime import tune_gc
     from hepwatch.config import parse_host_port
     from hepwatch.ops_http import start_ops_server
 
+    tune_gc()
     service = ConsumerService(settings)
     loop_thread: threading.Thread | None = None
     if settings.consumer.metrics_listen:

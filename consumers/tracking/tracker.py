@@ -28,7 +28,7 @@ Rules (RFC sections as cited; PROTOCOL.md B.2 to B.4, C.0):
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -157,6 +157,7 @@ class Tracker:
             ESTABLISHED: OrderedDict(),
         }
         self._proxy_ips = proxy_ips
+        self._compact_queue: deque[tuple[int, Call]] = deque()
         self.removed: dict[str, int] = {}  # reason -> calls removed
         self.evicted: dict[str, int] = {}  # eviction class -> calls evicted over the cap
 
@@ -193,6 +194,7 @@ class Tracker:
         lm.retransmission = ev.retransmission
         lm.sdp_role = ev.sdp_role
         self._classify(call)
+        self._compact_queue.append((t + self.config.linger_us, call))
         return ev
 
     def expire(self, now_us: int, out: list[Call]) -> None:
@@ -212,6 +214,7 @@ class Tracker:
                     break
                 self._remove(call, reason)
                 out.append(call)
+        self._compact(now_us)
         while len(self.calls) > self.config.max_calls:
             for klass in (ENDED, ATTEMPT, ESTABLISHED):
                 calls = self._classes[klass]
@@ -221,6 +224,33 @@ class Tracker:
                     self.evicted[klass] = self.evicted.get(klass, 0) + 1
                     out.append(call)
                     break
+
+    def _compact(self, now_us: int) -> None:
+        """Drop what a quiet call no longer needs: transactions completed more than 64*T1
+        ago (their retransmissions and ACKs are over) and the messages they held."""
+        linger = self.config.linger_us
+        queue = self._compact_queue
+        while queue and queue[0][0] <= now_us:
+            _, call = queue.popleft()
+            if call.last_ts + linger > now_us or self.calls.get(call.call_id) is not call:
+                continue  # active again (a later entry is queued) or gone
+            keep: dict[tuple[str, int, str], Transaction] = {}
+            for key, tx in call.transactions.items():
+                done_ts = max(tx.final_last_ts, tx.ack_ts)
+                if tx.final_status < 200 or done_ts + linger > now_us:
+                    keep[key] = tx
+                    continue
+                tx.request = tx.final = tx.ack = None
+                tx.provisional = []
+                for dialog in call.dialogs.values():
+                    if dialog.pending_invite[tx.side] is tx:
+                        dialog.pending_invite[tx.side] = None
+                    if dialog.pending_update[tx.side] is tx:
+                        dialog.pending_update[tx.side] = None
+            call.transactions = keep
+            if call.ext is not None and not any(d.offer for d in call.dialogs.values()):
+                call.ext.pop("initial_offer", None)
+                call.ext.pop("offer_sdp", None)
 
     def drain(self) -> list[Call]:
         """Remove and return every call (end of input)."""
@@ -494,7 +524,14 @@ class Tracker:
                 tx.call.ext_for("offer_sdp", dict)[dialog.callee_tag] = sdp
             return
         offerer = pending.side if pending.offer_in == "request" else other(pending.side)
-        if side != offerer:
+        if side != offerer and ev.msg.is_request and ev.msg.method not in ("ACK", "PRACK"):
+            # A new INVITE/UPDATE carries an offer, never an answer [3261 §13.2.1; 3311 §5.1]:
+            # the peer's offer crossed this one (glare [3264 §4]); the later one is pending.
+            ev.sdp_role = "offer"
+            dialog.offer = tx
+            tx.offer_in = "request"
+            tx.call.ext_for("offer_sdp", dict)[dialog.callee_tag] = sdp
+        elif side != offerer:
             ev.sdp_role = "answer"
             ev.offer_tx = pending
             pending.answered = True

@@ -1,0 +1,131 @@
+"""Consumer benchmark: HEP records/s through decode, parse, dedup, dialogs and detectors,
+and resident memory per live dialog.
+
+    .venv/bin/python bench/consumer/run.py [--calls 20000] [--dialogs 1000000]
+
+Throughput: `--calls` proxy-mirrored calls (13 HEP records each: INVITE, 180, 200, ACK, BYE
+and 200 in and out of the proxy, plus the proxy's 100 Trying), overlapping (one new call per
+millisecond of capture time, each lasting about two seconds), as HEPv3 bytes built before
+timing; the timed loop is what `hepwatch consume` does per record: HEP decode, observation,
+`Engine.feed` with every default detector. Memory: `--dialogs` calls set up and left
+established (INVITE, 200, ACK), then RSS growth divided by the number of live dialogs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+from hepbuild import hep3
+from sipflow import Flow
+
+from collector.hep import fast
+from consumers.engine import Engine, EngineConfig
+from consumers.observation import from_hep
+from consumers.runtime import tune_gc
+
+
+def _template(full: bool) -> list[tuple[int, bytes, tuple[str, int, str, int]]]:
+    f = Flow("CALLID-TEMPLATE@bench")
+    f.setup()
+    if full:
+        f.wait(1.0)
+        f.bye("A")
+    else:
+        f.obs = [o for o in f.obs if o.dst_ip == "10.0.0.1"]  # in-copies only: 3 per call
+        f.obs = [o for o in f.obs if not o.payload.startswith((b"SIP/2.0 18", b"SIP/2.0 100"))]
+    t0 = f.obs[0].ts_us
+    return [(o.ts_us - t0, o.payload, (o.src_ip, o.src_port, o.dst_ip, o.dst_port)) for o in f.obs]
+
+
+def _records(template, i: int, start_us: int) -> list[tuple[int, bytes]]:
+    cid = f"bench-{i:08d}@bench".encode()
+    out = []
+    for dt, payload, (sip, sport, dip, dport) in template:
+        ts = start_us + dt
+        body = payload.replace(b"CALLID-TEMPLATE@bench", cid)
+        out.append(
+            (ts, hep3(body, src=sip, dst=dip, sport=sport, dport=dport, ts=divmod(ts, 1_000_000)))
+        )
+    return out
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def throughput(calls: int) -> None:
+    template = _template(full=True)
+    base = 1_700_000_000_000_000
+    records: list[tuple[int, bytes]] = []
+    for i in range(calls):
+        records += _records(template, i, base + i * 1000)
+    records.sort(key=lambda r: r[0])
+    blobs = [r[1] for r in records]
+    engine = Engine(EngineConfig(emit_messages=True))
+    gc.collect()
+    out = 0
+    start = time.perf_counter()
+    batch = []
+    for n, blob in enumerate(blobs):  # in batches, as the consumer gets them from Kafka
+        batch.append(from_hep(fast.decode(blob), f"bench/0/{n}", "p1"))
+        if len(batch) == 500:
+            out += len(engine.feed_many(batch))
+            batch = []
+    out += len(engine.feed_many(batch)) + len(engine.flush())
+    elapsed = time.perf_counter() - start
+    kinds: dict[str, int] = {}
+    print(
+        f"consumer throughput: {len(blobs)} HEP records ({calls} calls) in {elapsed:.2f} s"
+        f" = {len(blobs) / elapsed:,.0f} records/s; {out} records out;"
+        f" detectors: {', '.join(d.name for d in engine.detectors) or 'none'}"
+    )
+    for k, v in engine.stats.anomalies.items():
+        kinds[k] = v
+    if kinds:
+        print(f"  anomalies on clean calls (should be none): {kinds}")
+
+
+def memory(dialogs: int) -> None:
+    template = _template(full=False)
+    base = 1_700_000_000_000_000
+    engine = Engine(EngineConfig(emit_messages=False))
+    gc.collect()
+    before = _rss()
+    start = time.perf_counter()
+    for i in range(dialogs):
+        for _ts, blob in _records(template, i, base + i * 100):
+            engine.feed(from_hep(fast.decode(blob), "m", "p1"))
+    # let every transaction pass its 64*T1 linger so only dialog state remains
+    engine.advance_to(engine.stream_time + 40_000_000)
+    gc.collect()
+    after = _rss()
+    live = len(engine.tracker)
+    print(
+        f"memory: {live:,} live established dialogs, RSS +{(after - before) / 2**20:,.0f} MiB"
+        f" = {(after - before) / max(live, 1):,.0f} bytes per dialog"
+        f" (built in {time.perf_counter() - start:.0f} s)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--dialogs", type=int, default=1_000_000)
+    args = ap.parse_args()
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
+    tune_gc()
+    throughput(args.calls)
+    if args.dialogs:
+        memory(args.dialogs)
+
+
+if __name__ == "__main__":
+    main()
