@@ -276,11 +276,14 @@ def analyze(
     from consumers.tracking.tracker import TrackerConfig
 
     consumer = _settings(ctx, {}).consumer
+    # Message records feed the ladders and --jsonl; --json alone only counts messages.
+    messages = not json_out or jsonl_path is not None
     config = EngineConfig(
         reorder_window_ms=consumer.reorder_window_ms,
         dedup_window_ms=consumer.dedup_window_ms,
         tracker=TrackerConfig(t1_ms=consumer.t1_ms),
-        keep_raw=not json_out or jsonl_path is not None,  # raw text is for ladders and jsonl
+        emit_messages=messages,
+        keep_raw=messages,
     )
     sink = None
     try:

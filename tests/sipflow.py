@@ -357,12 +357,23 @@ def _push_via(text: str, proxy: tuple[str, int], record_route: bool) -> str:
     """The copy on the proxy's downstream side of a request (or upstream side of a response)."""
     head, _, body = text.partition("\r\n\r\n")
     lines = head.split("\r\n")
-    via = f"Via: SIP/2.0/UDP {proxy[0]}:{proxy[1]};branch=z9hG4bKp{zlib.crc32(lines[0].encode())}"
+    # The proxy's branch follows the originating Via (lines[1]), so a response carries the
+    # same top Via as the request the proxy relayed [RFC 3261 §8.2.6.2, §16.6 item 8].
+    via = f"Via: SIP/2.0/UDP {proxy[0]}:{proxy[1]};branch=z9hG4bKp{zlib.crc32(lines[1].encode())}"
     extra = [via]
+    if not lines[0].startswith("SIP/2.0"):  # the proxy decrements Max-Forwards [§16.6 item 3]
+        lines = [_decrement_max_forwards(line) for line in lines]
     out = [lines[0], *extra, *lines[1:]]
     if record_route and not lines[0].startswith("SIP/2.0"):
         out.insert(2, f"Record-Route: <sip:{proxy[0]}:{proxy[1]};lr>")
     return "\r\n".join(out) + "\r\n\r\n" + body
+
+
+def _decrement_max_forwards(line: str) -> str:
+    name, _, value = line.partition(":")
+    if name.strip().lower() == "max-forwards" and value.strip().isdigit():
+        return f"{name}: {max(int(value) - 1, 0)}"
+    return line
 
 
 _REASONS = {

@@ -3,6 +3,7 @@ rejection counters, the JSON-lines sink, errors for bad files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -21,6 +22,7 @@ from sipflow import Flow, sdp
 
 from consumers import analyze as analyze_mod
 from consumers.analyze import analyze, iso_time, report_lines
+from consumers.capture import read_capture
 from consumers.detectors.base import Detector, Output
 from consumers.ladder import columns, render
 from consumers.observation import Observation
@@ -240,6 +242,24 @@ def test_rejections_are_counted_by_reason(tmp_path: Path) -> None:
     assert doc["dialogs"][0]["end_reason"] == "bye" and o.payload  # the call is unaffected
 
 
+@pytest.mark.parametrize("kind", ["hep", "sip", "mixed"])
+def test_fast_path_reads_what_the_scanner_reads(tmp_path: Path, kind: str) -> None:
+    """The Ethernet/IPv4/UDP shortcut gives the same observations and counters as
+    collector.replay.CaptureScanner does for every frame."""
+    one, two = hold_call(), basic_call("other@test", a=("10.0.1.2", 5060))
+    frames = {
+        "hep": as_hep(one),
+        "sip": as_sip(one),
+        "mixed": sorted(as_hep(one) + as_sip(two), key=lambda x: x[0]),
+    }[kind]
+    frames.append((frames[-1][0] + 1, udp_frame("10.0.0.5", "10.0.0.6", 1, 2, b"noise")))
+    path = write(tmp_path / f"{kind}.pcap", frames)
+    fast, slow = read_capture(path), read_capture(path)
+    slow.fast = False
+    assert list(fast) == list(slow)
+    assert fast.stats == slow.stats and fast.stats.observations == len(frames) - 1
+
+
 def test_truncated_capture_keeps_what_it_has(tmp_path: Path) -> None:
     f = basic_call()
     path = write(tmp_path / "cut.pcap", as_sip(f))
@@ -425,18 +445,34 @@ def test_jsonl_sink_and_option(tmp_path: Path) -> None:
         sink.write(records)
 
 
-def test_correlator_output_is_reported_when_present(
+def test_correlator_anomalies_join_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[int] = []
+    pcap = write(tmp_path / "c.pcap", as_hep(hold_call()))
+    [flagged] = analyze(pcap, detectors=[ReinviteFlagger()], correlate=False).anomalies
+    extra = dataclasses.replace(flagged, id="x", anomaly="update_to_reinvite", family="C.12")
 
-    def correlate(records: list[Any]) -> list[dict[str, Any]]:
+    def correlate(records: list[Any]) -> list[Any]:
         seen.append(len(records))
-        return [{"legs": ["a", "b"]}]
+        return [extra]
 
     monkeypatch.setattr(analyze_mod, "load_correlator", lambda: correlate)
-    doc = analyze(write(tmp_path / "c.pcap", as_hep(basic_call()))).to_json()
-    assert doc["legs"] == [{"legs": ["a", "b"]}] and seen == [8]  # 7 messages + 1 dialog
+    result = analyze(pcap, detectors=[ReinviteFlagger()])
+    doc = result.to_json()
+    assert [a["anomaly"] for a in doc["anomalies"]] == ["test_reinvite", "update_to_reinvite"]
+    assert seen == [len(result.records) - 1]
+    assert doc["stats"]["leg_correlation"] is True
+
+
+def test_the_real_correlator_is_found_when_installed() -> None:
+    correlate = analyze_mod.load_correlator()
+    try:
+        import consumers.legs.correlator as mod
+    except ModuleNotFoundError:
+        assert correlate is None
+    else:
+        assert correlate is mod.correlate
 
 
 def test_iso_time_keeps_microseconds() -> None:
