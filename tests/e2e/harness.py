@@ -11,6 +11,8 @@ SIPp scenario pairs under `tests/e2e/scenarios/`, and catching what Kamailio's s
 - `run_scenario(name, proxy)`: the scenario's UAS in the background, its UAC in the foreground,
   both bounded; returns the Call-IDs, exit codes and SIPp's message logs, or raises
   `ScenarioError` with SIPp's error logs.
+- `run_and_capture(name, sink, proxy)`: a run plus the datagrams it produced (`Capture`, which
+  also writes them as a pcap); `running_kit()`: a sink and a started proxy, as a context.
 - `skip_reason()`: why the kit cannot run here (no kamailio, no sipp, ports busy), else None.
 
 Ports default to 15060 (proxy), 15070 (UAS) and 15080 (UAC), clear of the shared testbed's
@@ -33,6 +35,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -93,13 +96,13 @@ def skip_reason(
     return None
 
 
-def _wait(predicate: object, timeout: float, step: float = 0.05) -> bool:
+def _wait(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         time.sleep(step)
-    return bool(predicate())  # type: ignore[operator]
+    return predicate()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -117,7 +120,7 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _group_members(pgid: int) -> list[int]:
+def group_members(pgid: int) -> list[int]:
     """Pids whose process group is `pgid` (Kamailio's workers share the main process's)."""
     out = []
     for entry in Path("/proc").iterdir():
@@ -409,11 +412,11 @@ class KamailioProxy:
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         # the workers go with the main process; give them a moment, then make sure
-        if not _wait(lambda: not _group_members(pgid), 5.0):
-            for pid in _group_members(pgid):
+        if not _wait(lambda: not group_members(pgid), 5.0):
+            for pid in group_members(pgid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            _wait(lambda: not _group_members(pgid), 5.0)
+            _wait(lambda: not group_members(pgid), 5.0)
 
     def close(self) -> None:
         self.stop()
@@ -694,6 +697,68 @@ def run_scenario(
     return result
 
 
+@dataclass
+class Capture:
+    """One scenario run and the HEP it produced."""
+
+    result: ScenarioResult
+    datagrams: list[HepDatagram]
+    sink: tuple[str, int]
+
+    def packets(self) -> list[tuple[float, bytes]]:
+        """(receive time, HEP bytes), as `collector.replay.iter_hep_packets` yields them."""
+        return [(d.received, d.data) for d in self.datagrams]
+
+    def write_pcap(self, path: str | Path) -> Path:
+        return write_pcap(path, self.datagrams, self.sink)
+
+
+def run_and_capture(
+    name: str,
+    sink: HepSink,
+    proxy: KamailioProxy,
+    *,
+    run_dir: str | Path | None = None,
+    quiet: float = 0.5,
+    timeout: float | None = None,
+) -> Capture:
+    """`run_scenario`, then wait until the mirror is quiet; the datagrams of that run only."""
+    mark = len(sink)
+    result = run_scenario(name, proxy, run_dir=run_dir, timeout=timeout)
+    sink.wait_quiet(quiet, timeout=10)
+    return Capture(result, sink.datagrams(mark), (sink.host, sink.port))
+
+
+@contextlib.contextmanager
+def running_kit(
+    workdir: str | Path | None = None,
+    *,
+    port: int = PROXY_PORT,
+    capture_id: int = CAPTURE_ID,
+    auth_key: str | None = None,
+    workers: int = 1,
+) -> Iterator[tuple[HepSink, KamailioProxy]]:
+    """A HepSink and the project's Kamailio mirroring to it; both stopped on exit.
+
+    Check `skip_reason()` first.
+    """
+    with HepSink() as sink:
+        proxy = KamailioProxy(
+            sink.host,
+            sink.port,
+            workdir=workdir,
+            port=port,
+            capture_id=capture_id,
+            auth_key=auth_key,
+            workers=workers,
+        )
+        try:
+            proxy.start()
+            yield sink, proxy
+        finally:
+            proxy.close()
+
+
 __all__ = [
     "CAPTURE_ID",
     "KAMAILIO_CFG",
@@ -701,6 +766,7 @@ __all__ = [
     "SCENARIO_DIR",
     "UAC_PORT",
     "UAS_PORT",
+    "Capture",
     "HepDatagram",
     "HepSink",
     "KamailioError",
@@ -709,8 +775,11 @@ __all__ = [
     "ScenarioResult",
     "SippMessage",
     "expected_anomalies",
+    "group_members",
     "parse_sipp_log",
+    "run_and_capture",
     "run_scenario",
+    "running_kit",
     "scenario_names",
     "scenario_timeout",
     "skip_reason",

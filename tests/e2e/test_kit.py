@@ -30,9 +30,13 @@ from e2e.harness import (
     KamailioProxy,
     ScenarioResult,
     expected_anomalies,
+    group_members,
+    run_and_capture,
     run_scenario,
+    running_kit,
     scenario_names,
     skip_reason,
+    udp_port_free,
     write_pcap,
 )
 
@@ -182,13 +186,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HepSink, Kam
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    with HepSink() as sink:
-        proxy = KamailioProxy(sink.host, sink.port, workdir=tmp_path_factory.mktemp("kamailio"))
-        proxy.start()
-        try:
-            yield sink, proxy
-        finally:
-            proxy.close()
+    with running_kit(tmp_path_factory.mktemp("kamailio")) as kit:
+        yield kit
 
 
 def _expected_wire(result: ScenarioResult) -> Counter[tuple[int, int, bytes]]:
@@ -266,9 +265,12 @@ def test_auth_key_and_capture_id(tmp_path: Path) -> None:
             auth_key="e2e-secret",
         ) as proxy,
     ):
-        result = run_scenario("basic-call", proxy, run_dir=tmp_path / "sipp")
-        sink.wait_quiet(0.5, timeout=10)
-        grams = sink.datagrams()
-    _check_capture(result, grams, proxy)
-    for d in grams:
+        pid = proxy.pid
+        assert pid is not None and group_members(pid)
+        capture = run_and_capture("basic-call", sink, proxy, run_dir=tmp_path / "sipp")
+    _check_capture(capture.result, capture.datagrams, proxy)
+    for d in capture.datagrams:
         assert decode(d.data).auth_key == b"e2e-secret"
+    # stopped cleanly: the main process and every worker gone, the port free again
+    assert not group_members(pid)
+    assert udp_port_free(port)
