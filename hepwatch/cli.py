@@ -272,10 +272,12 @@ def analyze(
     from consumers.analyze import report_lines
     from consumers.capture import CaptureError
     from consumers.engine import EngineConfig
+    from consumers.runtime import tune_gc
     from consumers.sinks import JsonLinesSink
     from consumers.tracking.tracker import TrackerConfig
 
     consumer = _settings(ctx, {}).consumer
+    tune_gc()  # as `consume` does: the engine holds many small long-lived objects
     # Message records feed the ladders and --jsonl; --json alone only counts messages.
     messages = not json_out or jsonl_path is not None
     config = EngineConfig(
