@@ -1,0 +1,225 @@
+"""Leg summaries: the few facts of one call leg that the cross-leg correlator needs.
+
+The first stage (the per-partition engine) cannot see the other leg of a B2BUA or SBC: that
+leg has its own Call-ID, tags and owner, so it may sit in another partition. This module
+turns the tracker's events into compact `LegRecord`s, which a second keyed stage
+(`consumers.legs.correlator`) joins by leg-correlation key (PROTOCOL.md C.12, B.13, A.11):
+
+- "setup", once per call: the dialog-creating answer (2xx, or the early 1xx when a session
+  modification comes first), with the initial INVITE's time, addresses and users, the Allow
+  of both dialog-creating messages (RFC 3311 §4: UPDATE support is learnt from them; no Allow
+  means no information, RFC 3261 §20.5) and the negotiated Session-Expires (RFC 4028 §4);
+- "request", per re-INVITE or UPDATE [RFC 3261 §14; RFC 3311 §5]: offer or not, and whether
+  the SDP changed against the sender's last committed one (a same-version SDP or none is a
+  session refresh [RFC 4028 §7.4; RFC 3264 §8]);
+- "final", its final response: status, time, who sent it (an endpoint or the observed proxy).
+
+Every record carries the leg's keys: HEP correlation id (chunk 0x0011), the RFC 7989
+Session-ID UUIDs (an unordered pair), X-CID (on a B-leg the A-leg's Call-ID) and the RFC 7315
+P-Charging-Vector icid-value, so the second stage can link a leg from any of its records.
+Times are the sender's (in-copy) times, C.0 rule 2.
+"""
+
+from __future__ import annotations
+
+from consumers.dedup import ORIGIN_PROXY, LogicalMessage
+from consumers.records import LegRecord, record_id
+from consumers.sip import SipMessage
+from consumers.tracking.model import CALLEE, CALLER, DIRECTIONS, Call, Dialog, SdpSummary, other
+from consumers.tracking.tracker import Event
+
+SESSION_METHODS = ("INVITE", "UPDATE")
+NIL_UUID = "0" * 32
+
+# Purposes of a session-modification request.
+CHANGE = "change"
+REFRESH = "refresh"
+LATE_OFFER = "late_offer"
+
+
+def sdp_change(new: SdpSummary | None, prev: SdpSummary | None) -> str:
+    """What an offer changes against the sender's last committed SDP [RFC 3264 §8].
+
+    "" when the o= version is unchanged (an identical SDP, e.g. a session refresh); otherwise
+    the most visible change: streams, direction, codecs, media (address or port), version.
+    """
+    if new is None:
+        return ""
+    if prev is None:
+        return "new"
+    if new.origin == prev.origin and new.version == prev.version:
+        return ""
+    if len(new.ports) != len(prev.ports) or any(
+        (a == 0) != (b == 0) for a, b in zip(new.ports, prev.ports, strict=False)
+    ):
+        return "streams"
+    if new.directions != prev.directions:
+        return "direction"
+    if new.codecs != prev.codecs:
+        return "codecs"
+    if new.addresses != prev.addresses or new.ports != prev.ports:
+        return "media"
+    return "version"
+
+
+def purpose_of(method: str, offer: bool, change: str) -> str:
+    if offer:
+        return CHANGE if change else REFRESH
+    return LATE_OFFER if method == "INVITE" else REFRESH
+
+
+def session_pair(call: Call, msg: SipMessage | None) -> str:
+    """The Session-ID UUIDs of the leg so far: the call's first pair plus this message's."""
+    ids = {u for u in call.session_id_pair.split(",") if u}
+    sid = msg.session_id if msg is not None else None
+    if sid is not None:
+        for u in (sid.local, sid.remote):
+            if u and u != NIL_UUID:
+                ids.add(u)
+    return ",".join(sorted(ids))
+
+
+def setup_record(ev: Event, now_us: int) -> LegRecord:
+    """The leg's setup fact; its message is the dialog-creating answer when there is one."""
+    call = ev.call
+    dialog = ev.dialog
+    inv = call.initial.request if call.initial is not None else None
+    answer: LogicalMessage | None = None
+    if ev.msg.is_response and ev.tx is not None and ev.tx.initial:
+        answer = ev.lm
+    elif call.initial is not None and dialog is not None:
+        for lm in reversed(call.initial.provisional):
+            if lm.origin != ORIGIN_PROXY and (lm.msg.to_tag or "") == dialog.callee_tag:
+                answer = lm
+                break
+    if answer is not None:
+        lm, side = answer, CALLEE
+    elif inv is not None:
+        lm, side = inv, CALLER
+    else:
+        lm, side = ev.lm, ev.side
+    rec = _base(call, dialog, lm, side, "setup", now_us, ev)
+    amsg = answer.msg if answer is not None else None
+    if amsg is not None:
+        rec.callee_allow = _tokens(amsg.allow)
+        se = amsg.session_expires
+        if se is not None and 200 <= (amsg.status_code or 0) < 300:
+            rec.session_expires, rec.refresher = se.delta, se.refresher
+    if inv is not None:
+        imsg = inv.msg
+        obs = inv.first
+        rec.invite_time_us = call.initial.request_ts if call.initial is not None else inv.ts
+        rec.invite_ref = inv.ref
+        rec.invite_src_ip, rec.invite_src_port = obs.src_ip, obs.src_port
+        rec.invite_dst_ip, rec.invite_dst_port = obs.dst_ip, obs.dst_port
+        rec.caller_allow = _tokens(imsg.allow)
+        rec.from_user = _user(imsg.from_)
+        rec.to_user = _user(imsg.to)
+        ruri = imsg.request_uri
+        rec.ruri_user = (ruri.user or "") if ruri is not None else ""
+    return rec
+
+
+def request_record(ev: Event, now_us: int) -> LegRecord:
+    rec = _base(ev.call, ev.dialog, ev.lm, ev.side, "request", now_us, ev)
+    offer = ev.sdp_role == "offer"
+    change = sdp_change(ev.sdp, ev.sdp_prev) if offer else ""
+    rec.offer = offer
+    rec.sdp_change = change
+    rec.purpose = purpose_of(rec.method, offer, change)
+    se = ev.msg.session_expires
+    if se is not None:
+        rec.session_expires, rec.refresher = se.delta, se.refresher
+    return rec
+
+
+def final_record(ev: Event, now_us: int) -> LegRecord:
+    rec = _base(ev.call, ev.dialog, ev.lm, ev.side, "final", now_us, ev)
+    tx = ev.tx
+    if tx is not None:
+        rec.request_time_us = tx.request_ts
+        rec.response_ms = (ev.t - tx.request_ts) / 1000 if tx.request_ts else None
+    rec.answered_by = "proxy" if ev.proxy_generated else "peer"
+    rec.offer_in_response = ev.sdp_role == "offer"
+    se = ev.msg.session_expires
+    if se is not None and 200 <= ev.status < 300:
+        rec.session_expires, rec.refresher = se.delta, se.refresher
+    return rec
+
+
+def _base(
+    call: Call,
+    dialog: Dialog | None,
+    lm: LogicalMessage,
+    side: int,
+    fact: str,
+    now_us: int,
+    ev: Event,
+) -> LegRecord:
+    msg = lm.msg
+    obs = lm.first
+    cseq = msg.cseq
+    method = (msg.method or "") if msg.is_request else (cseq.method if cseq else "")
+    when = ev.t if lm is ev.lm else lm.ts
+    callee_tag = dialog.callee_tag if dialog is not None else ""
+    state = lm.state_at or "pre"
+    if state == "terminated":
+        state = "mortal"
+    return LegRecord(
+        id=record_id("leg", call.node, call.call_id, fact, lm.ref),
+        fact=fact,
+        event_time_us=when,
+        detected_at_us=max(now_us, when),
+        node=call.node,
+        capture_id=call.capture_id,
+        call_id=call.call_id,
+        caller_tag=call.caller_tag,
+        callee_tag=callee_tag,
+        owner_known=call.owner_known,
+        direction=DIRECTIONS[side],
+        dialog_state=state,
+        method=method,
+        cseq=cseq.number if cseq else 0,
+        status=msg.status_code or 0,
+        src_ip=obs.src_ip,
+        src_port=obs.src_port,
+        dst_ip=obs.dst_ip,
+        dst_port=obs.dst_port,
+        transport=obs.transport,
+        ref=lm.ref,
+        ua_sender=_ua(call, dialog, side),
+        ua_peer=_ua(call, dialog, other(side)),
+        hep_correlation_id=call.correlation_id or obs.correlation_id,
+        session_id_pair=session_pair(call, msg),
+        x_cid=call.x_cid,
+        icid=call.icid,
+    )
+
+
+def _ua(call: Call, dialog: Dialog | None, side: int) -> str:
+    if dialog is not None and dialog.ua[side]:
+        return dialog.ua[side]
+    return call.ua[side]
+
+
+def _tokens(values: frozenset[str] | None) -> list[str] | None:
+    return sorted(values) if values is not None else None
+
+
+def _user(name_addr: object) -> str:
+    uri = getattr(name_addr, "uri", None)
+    return (uri.user or "") if uri is not None else ""
+
+
+__all__ = [
+    "CHANGE",
+    "LATE_OFFER",
+    "REFRESH",
+    "SESSION_METHODS",
+    "final_record",
+    "purpose_of",
+    "request_record",
+    "sdp_change",
+    "session_pair",
+    "setup_record",
+]
