@@ -526,8 +526,9 @@ def expected_anomalies(name: str) -> Counter[str]:
     return out
 
 
-def scenario_timeout(name: str) -> float:
-    head = (SCENARIO_DIR / f"{name}_uac.xml").read_text()[:2000]
+def scenario_timeout(name: str, scenario_dir: str | Path = SCENARIO_DIR) -> float:
+    """The bound for one run: the UAC's `hepwatch-e2e: timeout=` mark, else the default."""
+    head = (Path(scenario_dir) / f"{name}_uac.xml").read_text()[:2000]
     m = _TIMEOUT_MARK.search(head)
     return float(m.group(1)) if m else DEFAULT_SCENARIO_TIMEOUT_S
 
@@ -563,9 +564,11 @@ def run_scenario(
 ) -> ScenarioResult:
     """Run scenario `name` through `proxy`: UAS in the background, UAC in the foreground.
 
-    Both SIPp processes are bounded by `-timeout` and by a subprocess timeout. The UAC's
-    Call-ID is `e2e-NAME-<hex>-<call number>@<ip>`. Raises ScenarioError, with SIPp's error
-    logs, unless both sides complete the call.
+    Both SIPp processes are bounded by `-timeout` and by a subprocess timeout (`timeout`,
+    default `scenario_timeout(name)`). The UAC's Call-ID is `e2e-NAME-<hex>-<call
+    number>@<ip>`. SIPp's logs go to `run_dir` (a new temporary folder, left for inspection,
+    when None). Raises ScenarioError, with SIPp's error logs, unless both sides complete the
+    call.
     """
     sipp = sipp_binary()
     if sipp is None:
@@ -575,7 +578,7 @@ def run_scenario(
     uas_xml = scenario_dir / f"{name}_uas.xml"
     if not (uac_xml.is_file() and uas_xml.is_file()):
         raise ScenarioError(f"no scenario {name!r} in {scenario_dir}")
-    limit = timeout if timeout is not None else scenario_timeout(name)
+    limit = timeout if timeout is not None else scenario_timeout(name, scenario_dir)
     uas_ip, uas_port = proxy.uas
     uac_ip, uac_port = proxy.uac
     for host, port in ((uas_ip, uas_port), (uac_ip, uac_port)):
