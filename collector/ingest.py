@@ -10,13 +10,18 @@ Kafka record contract: value = the packet as HEPv3 (v1/v2 converted, the auth ke
 removed, trailing bytes dropped); key = the SIP Call-ID, else the correlation id chunk,
 else the sender address; timestamp = the HEP capture time (arrival time when the agent
 sent 0/0); headers = collector node, receive time, HEP sender address, original version.
+
+`Ingest.accept_batch` takes the records the C batch functions (`collector.hep.speedups`)
+made of many packets at once: the fast ones are published with one headers list per sender
+and counted per batch, the slow ones go through `accept`. Both paths publish the same
+records and count the same (tests/test_collector_batch.py compares them).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from collector.auth import AuthPolicy
@@ -24,6 +29,7 @@ from collector.hep.errors import HepError, RejectReason
 from collector.hep.fast import decode, encode_v3, strip_auth_key
 from collector.hep.model import PROTO_SIP
 from collector.hep.sipscan import find_call_id, looks_like_sip
+from collector.hep.speedups import BatchRecord, Source
 from collector.hep.speedups import scan_v3 as _scan_v3
 
 log = logging.getLogger("hepwatch.ingest")
@@ -34,9 +40,14 @@ H_RECEIVED_US = "hep.received_us"
 H_SENDER = "hep.sender"
 H_VERSION = "hep.version"
 
-PublishFn = Callable[[bytes | None, bytes, int, list[tuple[str, bytes]]], None]
+Headers = list[tuple[str, bytes]]
+PublishFn = Callable[[bytes | None, bytes, int, Headers], None]
+# publish_many(records, keys, headers): each fast record (value, key, timestamp_ms, source)
+# with `key or keys[source]` and `headers[source]`, in order.
+PublishManyFn = Callable[[Sequence[BatchRecord], Sequence[bytes], Sequence[Headers]], None]
 
 _VERSION_BYTES = {1: b"1", 2: b"2", 3: b"3"}
+V3 = _VERSION_BYTES[3]
 
 
 @dataclass
@@ -111,14 +122,29 @@ class Ingest:
         auth: AuthPolicy | None = None,
         max_packet_bytes: int = 65535,
         reject_log_per_minute: int = 20,
+        publish_many: PublishManyFn | None = None,
     ) -> None:
         self._publish = publish
+        self._publish_many = publish_many or self._publish_each
+        self._senders: dict[tuple[str, int], bytes] = {}
         self._node = node_name.encode()
         self._auth = (
             auth if auth is not None and (auth.requires_key or auth.restricts_sources) else None
         )
         self._max = max_packet_bytes
         self._reject_log = RejectLog(reject_log_per_minute)
+
+    @property
+    def batch_fast_path(self) -> bool:
+        """Whether the C batch functions may publish plain packets themselves (`fast`).
+
+        Not with an auth policy: its checks are per packet, in `accept`.
+        """
+        return self._auth is None
+
+    @property
+    def max_packet_bytes(self) -> int:
+        return self._max
 
     def source_allowed(self, host: str) -> bool:
         return self._auth is None or self._auth.source_allowed(host)
@@ -205,3 +231,69 @@ class Ingest:
             entry = stats.sender(host)
         entry[0] += 1
         return True
+
+    def _sender_bytes(self, host: str, port: int) -> bytes:
+        sender = self._senders.get((host, port))
+        if sender is None:
+            if len(self._senders) >= 4096:
+                self._senders.clear()
+            sender = self._senders[(host, port)] = f"{host}:{port}".encode()
+        return sender
+
+    def _publish_each(
+        self, records: Sequence[BatchRecord], keys: Sequence[bytes], headers: Sequence[Headers]
+    ) -> None:
+        publish = self._publish
+        for value, key, ts_ms, src in records:
+            publish(key or keys[src], value, ts_ms, headers[src])
+
+    def accept_batch(
+        self,
+        received_us: int,
+        records: list[BatchRecord],
+        sources: Sequence[Source],
+        n_slow: int,
+        fast_bytes: int,
+        fast_trailing: int,
+        stats: ListenerStats,
+    ) -> None:
+        """Publish a batch made by `speedups.recv_batch` / `frame_batch`; count it like `accept`.
+
+        `sources[source]` is (host, port, fast records from it). Fast records are published in
+        order with the records `accept` would make of them; slow ones go through `accept`.
+        """
+        n_fast = len(records) - n_slow
+        if n_fast:
+            received = b"%d" % received_us
+            node = self._node
+            keys = []
+            headers = []
+            for host, port, _count in sources:
+                sender = self._sender_bytes(host, port)
+                keys.append(sender)
+                headers.append(
+                    [(H_NODE, node), (H_RECEIVED_US, received), (H_SENDER, sender), (H_VERSION, V3)]
+                )
+            if n_slow:
+                publish = self._publish
+                for value, key, ts_ms, src in records:
+                    if ts_ms >= 0:
+                        publish(key or keys[src], value, ts_ms, headers[src])
+                    else:
+                        host, port, _ = sources[src]
+                        self.accept(value, host, port, received_us, stats)
+            else:
+                self._publish_many(records, keys, headers)
+            stats.received += n_fast
+            stats.bytes_received += fast_bytes
+            stats.accepted += n_fast
+            stats.decoded_by_version[3] += n_fast
+            stats.trailing_bytes_packets += fast_trailing
+            for host, _port, count in sources:
+                if count:
+                    stats.sender(host)[0] += count
+        elif n_slow:
+            accept = self.accept
+            for value, _key, _ts, src in records:
+                host, port, _ = sources[src]
+                accept(value, host, port, received_us, stats)

@@ -72,6 +72,7 @@ class CollectorService:
         c = s.collector
         ingest = Ingest(
             self.publisher.publish,
+            publish_many=self.publisher.publish_many,
             node_name=c.node_name,
             auth=AuthPolicy(s.auth.keys, s.auth.allow_cidrs),
             max_packet_bytes=c.max_packet_bytes,

@@ -186,6 +186,14 @@ listen = "127.0.0.1:{mport}"
                 break
             except OSError:
                 time.sleep(0.1)
+        # Warm up: librdkafka's idempotent producer gets its producer id about a second after
+        # start, and records wait for it; the steps measure the steady state, not that.
+        subprocess.run(
+            [str(a) for a in (blast, "udp", "127.0.0.1", udp_port, 10000, 10000, pfile)],
+            capture_output=True,
+            check=True,
+        )
+        wait_settled(mport, 10000)
         rmem_max = Path("/proc/sys/net/core/rmem_max").read_text().strip()
         print(
             f"# {avg}-byte HEPv3 packets, {args.seconds:.0f} s per step, one collector process; "

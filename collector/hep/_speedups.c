@@ -17,10 +17,23 @@
  * call_id == sipscan.find_call_id(payload) and is_sip == sipscan.looks_like_sip(payload).
  *
  * No module state; the only allocations are the result tuple, its ints and call_id.
+ *
+ * recv_batch (Linux: recvmmsg) and frame_batch take many packets per call, datagrams from a
+ * UDP socket or the complete packets of a HEPv3 stream buffer, and return one record per
+ * packet: a Kafka-ready (value, key, timestamp_ms, source) for a plain packet the Python accept
+ * path would publish unchanged, else the raw bytes for that path. The contracts, and what
+ * "unchanged" means, are in collector/hep/speedups.py.
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <Python.h> /* defines _GNU_SOURCE, which recvmmsg needs */
 #include <string.h>
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#endif
 
 typedef unsigned char u8;
 
@@ -180,6 +193,93 @@ find_call_id(const u8 *p, Py_ssize_t n, Py_ssize_t *vs, Py_ssize_t *ve)
     return 0;
 }
 
+/* What scan_plain found in one plain HEPv3 packet: byte offsets into the packet, -1 when
+ * absent. The Call-ID span is the stripped header value; cid_s < 0 when there is none or it is
+ * empty (find_call_id returns None for both). */
+typedef struct {
+    unsigned long ts_sec, ts_usec, capture_id;
+    long proto_type;
+    Py_ssize_t total, pay_s, pay_e, auth_s, auth_e, corr_s, corr_e, cid_s, cid_e;
+    int is_sip;
+} scan_t;
+
+/* The walk behind scan_v3: 1 and *s filled for a plain HEPv3 packet, 0 otherwise. The payload
+ * scans (is_sip, Call-ID) run only when sip_only is 0 or the packet is SIP-typed. */
+static int
+scan_plain(const u8 *d, Py_ssize_t n, long long max_size, int sip_only, scan_t *s)
+{
+    if (n < 6 || !((d[0] == 'H' || d[0] == 'E') && d[1] == 'E' && d[2] == 'P' && d[3] == '3'))
+        return 0;
+    Py_ssize_t total = (Py_ssize_t)rd16(d + 4);
+    if (total < 6 || total > n || (long long)total > max_size)
+        return 0;
+
+    s->ts_sec = s->ts_usec = s->capture_id = 0;
+    s->proto_type = 1;
+    s->pay_s = s->pay_e = s->auth_s = s->auth_e = s->corr_s = s->corr_e = -1;
+    s->cid_s = s->cid_e = -1;
+    s->is_sip = 0;
+    s->total = total;
+    unsigned long seen = 0;
+    Py_ssize_t off = 6;
+    while (off < total) {
+        if (total - off < 6)
+            return 0;
+        unsigned int vendor = rd16(d + off), type = rd16(d + off + 2);
+        Py_ssize_t clen = (Py_ssize_t)rd16(d + off + 4);
+        if (clen < 6 || clen > total - off || vendor != 0 || type >= 0x14)
+            return 0;
+        int size = CHUNK_SIZE[type];
+        if (size == NO || (size != VAR && clen != 6 + size))
+            return 0;
+        unsigned long bit = 1UL << type;
+        if (seen & bit)
+            return 0;
+        seen |= bit;
+        Py_ssize_t v = off + 6;
+        off += clen;
+        switch (type) {
+        case 0x09: s->ts_sec = rd32(d + v); break;
+        case 0x0a: s->ts_usec = rd32(d + v); break;
+        case 0x0b: s->proto_type = d[v]; break;
+        case 0x0c: s->capture_id = rd32(d + v); break;
+        case 0x0e: s->auth_s = v; s->auth_e = off; break;
+        case 0x0f: s->pay_s = v; s->pay_e = off; break;
+        case 0x11: s->corr_s = v; s->corr_e = off; break;
+        default: break; /* validated, not returned */
+        }
+    }
+    if (s->pay_s < 0)
+        return 0;
+    if (sip_only && s->proto_type != 1)
+        return 1;
+    const u8 *pl = d + s->pay_s;
+    Py_ssize_t pn = s->pay_e - s->pay_s;
+    s->is_sip = looks_like_sip(pl, pn);
+    Py_ssize_t vs, ve;
+    if (find_call_id(pl, pn, &vs, &ve) && ve > vs) {
+        s->cid_s = s->pay_s + vs;
+        s->cid_e = s->pay_s + ve;
+    }
+    return 1;
+}
+
+/* max_size as the scans take it: any int; beyond the C range it means "no limit" or "none". */
+static int
+max_size_arg(PyObject *obj, long long *out)
+{
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (overflow > 0)
+        v = PY_SSIZE_T_MAX;
+    else if (overflow < 0)
+        v = -1;
+    *out = v;
+    return 0;
+}
+
 static PyObject *
 scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -195,65 +295,18 @@ scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                      Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    int overflow = 0;
-    long long max_size = PyLong_AsLongLongAndOverflow(args[1], &overflow);
-    if (max_size == -1 && PyErr_Occurred())
+    long long max_size;
+    if (max_size_arg(args[1], &max_size) < 0)
         return NULL;
-    if (overflow > 0)
-        max_size = PY_SSIZE_T_MAX;
-    else if (overflow < 0)
-        max_size = -1;
 
     const u8 *d = (const u8 *)PyBytes_AS_STRING(obj);
-    Py_ssize_t n = PyBytes_GET_SIZE(obj);
-    if (n < 6 || !((d[0] == 'H' || d[0] == 'E') && d[1] == 'E' && d[2] == 'P' && d[3] == '3'))
-        Py_RETURN_NONE;
-    Py_ssize_t total = (Py_ssize_t)rd16(d + 4);
-    if (total < 6 || total > n || (long long)total > max_size)
+    scan_t s;
+    if (!scan_plain(d, PyBytes_GET_SIZE(obj), max_size, 0, &s))
         Py_RETURN_NONE;
 
-    unsigned long ts_sec = 0, ts_usec = 0, capture_id = 0;
-    long proto_type = 1;
-    Py_ssize_t pay_s = -1, pay_e = -1, auth_s = -1, auth_e = -1, corr_s = -1, corr_e = -1;
-    unsigned long seen = 0;
-    Py_ssize_t off = 6;
-    while (off < total) {
-        if (total - off < 6)
-            Py_RETURN_NONE;
-        unsigned int vendor = rd16(d + off), type = rd16(d + off + 2);
-        Py_ssize_t clen = (Py_ssize_t)rd16(d + off + 4);
-        if (clen < 6 || clen > total - off || vendor != 0 || type >= 0x14)
-            Py_RETURN_NONE;
-        int size = CHUNK_SIZE[type];
-        if (size == NO || (size != VAR && clen != 6 + size))
-            Py_RETURN_NONE;
-        unsigned long bit = 1UL << type;
-        if (seen & bit)
-            Py_RETURN_NONE;
-        seen |= bit;
-        Py_ssize_t v = off + 6;
-        off += clen;
-        switch (type) {
-        case 0x09: ts_sec = rd32(d + v); break;
-        case 0x0a: ts_usec = rd32(d + v); break;
-        case 0x0b: proto_type = d[v]; break;
-        case 0x0c: capture_id = rd32(d + v); break;
-        case 0x0e: auth_s = v; auth_e = off; break;
-        case 0x0f: pay_s = v; pay_e = off; break;
-        case 0x11: corr_s = v; corr_e = off; break;
-        default: break; /* validated, not returned */
-        }
-    }
-    if (pay_s < 0)
-        Py_RETURN_NONE;
-
-    const u8 *pl = d + pay_s;
-    Py_ssize_t pn = pay_e - pay_s;
-    int is_sip = looks_like_sip(pl, pn);
     PyObject *call_id;
-    Py_ssize_t vs, ve;
-    if (find_call_id(pl, pn, &vs, &ve) && ve > vs) {
-        call_id = PyBytes_FromStringAndSize((const char *)pl + vs, ve - vs);
+    if (s.cid_s >= 0) {
+        call_id = PyBytes_FromStringAndSize((const char *)d + s.cid_s, s.cid_e - s.cid_s);
         if (call_id == NULL)
             return NULL;
     }
@@ -267,17 +320,17 @@ scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *items[11] = {
-        PyLong_FromUnsignedLong(ts_sec),
-        PyLong_FromUnsignedLong(ts_usec),
-        PyLong_FromLong(proto_type),
-        PyLong_FromUnsignedLong(capture_id),
-        PyLong_FromSsize_t(pay_s),
-        PyLong_FromSsize_t(pay_e),
-        PyLong_FromSsize_t(auth_s),
-        PyLong_FromSsize_t(auth_e),
-        PyLong_FromSsize_t(corr_s),
-        PyLong_FromSsize_t(corr_e),
-        PyLong_FromSsize_t(total),
+        PyLong_FromUnsignedLong(s.ts_sec),
+        PyLong_FromUnsignedLong(s.ts_usec),
+        PyLong_FromLong(s.proto_type),
+        PyLong_FromUnsignedLong(s.capture_id),
+        PyLong_FromSsize_t(s.pay_s),
+        PyLong_FromSsize_t(s.pay_e),
+        PyLong_FromSsize_t(s.auth_s),
+        PyLong_FromSsize_t(s.auth_e),
+        PyLong_FromSsize_t(s.corr_s),
+        PyLong_FromSsize_t(s.corr_e),
+        PyLong_FromSsize_t(s.total),
     };
     int failed = 0;
     for (int k = 0; k < 11; k++) {
@@ -287,7 +340,7 @@ scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyTuple_SET_ITEM(t, k, items[k]); /* steals; the tuple frees it on failure */
     }
     PyTuple_SET_ITEM(t, 11, call_id);
-    PyTuple_SET_ITEM(t, 12, Py_NewRef(is_sip ? Py_True : Py_False));
+    PyTuple_SET_ITEM(t, 12, Py_NewRef(s.is_sip ? Py_True : Py_False));
     if (failed) {
         Py_DECREF(t); /* NULL slots are fine for tuple dealloc */
         return NULL;
@@ -295,10 +348,342 @@ scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return t;
 }
 
+/* ---- batches: many packets per call, one Kafka-ready record each ------------------------- */
+
+/* A batch being built: the record list and the totals of its fast records. */
+typedef struct {
+    PyObject *records;
+    Py_ssize_t n_slow, fast_bytes, fast_trailing;
+    long long received_ms;
+    long long max_size;
+    int fast;
+} batch_t;
+
+/* Append the record for one packet of n bytes at d, from source number src (a small int):
+ *   fast: (value, key, timestamp_ms, src)  -- a plain HEPv3 packet the Python accept path
+ *         publishes unchanged: no auth key chunk, SIP-typed only when the payload is SIP;
+ *   slow: (packet, None, -1, src)         -- anything else, for Ingest.accept.
+ * Returns 1 for fast, 0 for slow, -1 on a Python error. */
+static int
+emit(batch_t *b, const u8 *d, Py_ssize_t n, PyObject *src)
+{
+    scan_t s;
+    int fast = b->fast && scan_plain(d, n, b->max_size, 1, &s) && s.auth_s < 0 &&
+               (s.proto_type != 1 || s.is_sip);
+    PyObject *value = NULL, *key = NULL, *ts = NULL, *rec;
+    if (fast) {
+        value = PyBytes_FromStringAndSize((const char *)d, s.total);
+        if (s.proto_type == 1 && s.cid_s >= 0)
+            key = PyBytes_FromStringAndSize((const char *)d + s.cid_s, s.cid_e - s.cid_s);
+        else if (s.corr_e > s.corr_s) /* an empty correlation id is no key either */
+            key = PyBytes_FromStringAndSize((const char *)d + s.corr_s, s.corr_e - s.corr_s);
+        else
+            key = Py_NewRef(Py_None);
+        long long ts_ms = (long long)s.ts_sec * 1000 + (long long)(s.ts_usec / 1000);
+        ts = PyLong_FromLongLong(ts_ms ? ts_ms : b->received_ms);
+    }
+    else {
+        value = PyBytes_FromStringAndSize((const char *)d, n);
+        key = Py_NewRef(Py_None);
+        ts = PyLong_FromLong(-1);
+    }
+    if (value == NULL || key == NULL || ts == NULL)
+        goto fail;
+    rec = PyTuple_New(4);
+    if (rec == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(rec, 0, value);
+    PyTuple_SET_ITEM(rec, 1, key);
+    PyTuple_SET_ITEM(rec, 2, ts);
+    PyTuple_SET_ITEM(rec, 3, Py_NewRef(src));
+    int rc = PyList_Append(b->records, rec);
+    Py_DECREF(rec);
+    if (rc < 0)
+        return -1;
+    if (fast) {
+        b->fast_bytes += n;
+        if (n > s.total)
+            b->fast_trailing++;
+        return 1;
+    }
+    b->n_slow++;
+    return 0;
+fail:
+    Py_XDECREF(value);
+    Py_XDECREF(key);
+    Py_XDECREF(ts);
+    return -1;
+}
+
+#ifdef __linux__ /* recvmmsg */
+
+static long long
+realtime_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+#define MAX_SLOTS 1024
+
+/* (host, port) of a datagram's source as the socket module gives them. */
+static PyObject *
+source_address(const struct sockaddr_storage *sa, PyObject **port)
+{
+    char text[INET6_ADDRSTRLEN];
+    unsigned int p = 0;
+    const char *host = NULL;
+    if (sa->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        host = inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+        p = ntohs(a->sin_port);
+    }
+    else if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        host = inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+        p = ntohs(a->sin6_port);
+    }
+    *port = PyLong_FromUnsignedLong(p);
+    if (*port == NULL)
+        return NULL;
+    PyObject *h = PyUnicode_FromString(host != NULL ? host : "?");
+    if (h == NULL)
+        Py_CLEAR(*port);
+    return h;
+}
+
+static PyObject *
+recv_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "recv_batch() takes 5 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(args[0]);
+    if (fd < 0)
+        return NULL;
+    Py_ssize_t slots = PyLong_AsSsize_t(args[2]);
+    if (slots == -1 && PyErr_Occurred())
+        return NULL;
+    if (slots < 1 || slots > MAX_SLOTS) {
+        PyErr_Format(PyExc_ValueError, "recv_batch() slots must be 1..%d", MAX_SLOTS);
+        return NULL;
+    }
+    batch_t b = {.records = NULL};
+    if (max_size_arg(args[3], &b.max_size) < 0)
+        return NULL;
+    b.fast = PyObject_IsTrue(args[4]);
+    if (b.fast < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    Py_ssize_t slot_size = view.len / slots;
+    if (slot_size < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "recv_batch() arena smaller than slots");
+        return NULL;
+    }
+    struct mmsghdr *msgs = PyMem_RawCalloc((size_t)slots, sizeof *msgs);
+    struct iovec *iov = PyMem_RawCalloc((size_t)slots, sizeof *iov);
+    struct sockaddr_storage *names = PyMem_RawCalloc((size_t)slots, sizeof *names);
+    PyObject *sources = NULL, *result = NULL;
+    if (msgs == NULL || iov == NULL || names == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < slots; i++) {
+        iov[i].iov_base = (char *)view.buf + i * slot_size;
+        iov[i].iov_len = (size_t)slot_size;
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+    }
+    /* Under load datagrams are already queued: take them without letting go of the GIL, since
+     * every release hands it to a waiting thread and costs two context switches. Only an empty
+     * socket is waited on with the GIL released (blocking for the first datagram, then taking
+     * whatever else is queued). */
+    int got = recvmmsg(fd, msgs, (unsigned int)slots, MSG_DONTWAIT, NULL);
+    int err = got < 0 ? errno : 0;
+    if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) {
+        do {
+            Py_BEGIN_ALLOW_THREADS
+            got = recvmmsg(fd, msgs, (unsigned int)slots, MSG_WAITFORONE, NULL);
+            err = got < 0 ? errno : 0;
+            Py_END_ALLOW_THREADS
+        } while (got < 0 && err == EINTR);
+    }
+    if (got < 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    long long received_us = realtime_us();
+    b.received_ms = received_us / 1000;
+    b.records = PyList_New(0);
+    sources = PyList_New(0);
+    if (b.records == NULL || sources == NULL)
+        goto done;
+    /* Source numbering: datagrams from one sender usually come in runs, so compare with the
+     * previous datagram's source first, then with the (few) others of this batch. */
+    Py_ssize_t src_of[MAX_SLOTS];
+    Py_ssize_t fast_of[MAX_SLOTS];
+    Py_ssize_t nsrc = 0;
+    for (int i = 0; i < got; i++) {
+        struct msghdr *h = &msgs[i].msg_hdr;
+        Py_ssize_t k = -1;
+        if (i > 0 && h->msg_namelen == msgs[i - 1].msg_hdr.msg_namelen &&
+            memcmp(&names[i], &names[i - 1], h->msg_namelen) == 0)
+            k = src_of[i - 1];
+        for (Py_ssize_t j = 0; k < 0 && j < i; j++)
+            if (h->msg_namelen == msgs[j].msg_hdr.msg_namelen &&
+                memcmp(&names[i], &names[j], h->msg_namelen) == 0)
+                k = src_of[j];
+        if (k < 0) {
+            PyObject *port, *host = source_address(&names[i], &port);
+            if (host == NULL)
+                goto done;
+            PyObject *pair = PyTuple_Pack(2, host, port);
+            Py_DECREF(host);
+            Py_DECREF(port);
+            if (pair == NULL)
+                goto done;
+            int rc = PyList_Append(sources, pair);
+            Py_DECREF(pair);
+            if (rc < 0)
+                goto done;
+            k = nsrc;
+            fast_of[nsrc++] = 0;
+        }
+        src_of[i] = k;
+        PyObject *src = PyLong_FromSsize_t(k);
+        if (src == NULL)
+            goto done;
+        int r = emit(&b, (const u8 *)iov[i].iov_base, (Py_ssize_t)msgs[i].msg_len, src);
+        Py_DECREF(src);
+        if (r < 0)
+            goto done;
+        fast_of[k] += r;
+    }
+    /* sources become (host, port, fast records from it) */
+    for (Py_ssize_t k = 0; k < nsrc; k++) {
+        PyObject *pair = PyList_GET_ITEM(sources, k);
+        PyObject *n = PyLong_FromSsize_t(fast_of[k]);
+        if (n == NULL)
+            goto done;
+        PyObject *triple = PyTuple_Pack(3, PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1), n);
+        Py_DECREF(n);
+        if (triple == NULL)
+            goto done;
+        PyList_SetItem(sources, k, triple); /* steals triple, drops pair */
+    }
+    result = Py_BuildValue("(LOOnnn)", received_us, b.records, sources, b.n_slow, b.fast_bytes,
+                           b.fast_trailing);
+done:
+    Py_XDECREF(b.records);
+    Py_XDECREF(sources);
+    PyMem_RawFree(msgs);
+    PyMem_RawFree(iov);
+    PyMem_RawFree(names);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+#endif /* __linux__ */
+
+/* Stream framing errors, as frame_batch reports them (see collector.hep.speedups). */
+enum { FRAME_OK = 0, FRAME_BAD_MAGIC = 1, FRAME_BAD_LENGTH = 2, FRAME_OVERSIZE = 3 };
+
+static PyObject *
+frame_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 7) {
+        PyErr_Format(PyExc_TypeError, "frame_batch() takes 7 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t end = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || end == -1) && PyErr_Occurred())
+        return NULL;
+    long long limit;
+    batch_t b = {.records = NULL};
+    if (max_size_arg(args[3], &limit) < 0 || max_size_arg(args[4], &b.max_size) < 0)
+        return NULL;
+    long long received_us = PyLong_AsLongLong(args[5]);
+    if (received_us == -1 && PyErr_Occurred())
+        return NULL;
+    b.received_ms = received_us >= 0 ? received_us / 1000 : -((-received_us + 999) / 1000);
+    b.fast = PyObject_IsTrue(args[6]);
+    if (b.fast < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    if (start < 0 || end < start || end > view.len) {
+        PyErr_SetString(PyExc_ValueError, "frame_batch() needs 0 <= start <= end <= len(data)");
+        goto done;
+    }
+    b.records = PyList_New(0);
+    if (b.records == NULL)
+        goto done;
+    PyObject *src = PyLong_FromLong(0);
+    if (src == NULL)
+        goto done;
+    const u8 *d = (const u8 *)view.buf;
+    Py_ssize_t off = start;
+    int error = FRAME_OK;
+    while (end - off >= 6) {
+        const u8 *p = d + off;
+        if (!((p[0] == 'H' || p[0] == 'E') && p[1] == 'E' && p[2] == 'P' && p[3] == '3')) {
+            error = FRAME_BAD_MAGIC;
+            break;
+        }
+        Py_ssize_t length = (Py_ssize_t)rd16(p + 4);
+        if (length < 6) {
+            error = FRAME_BAD_LENGTH;
+            break;
+        }
+        if ((long long)length > limit) {
+            error = FRAME_OVERSIZE;
+            break;
+        }
+        if (end - off < length)
+            break;
+        if (emit(&b, p, length, src) < 0) {
+            Py_DECREF(src);
+            goto done;
+        }
+        off += length;
+    }
+    Py_DECREF(src);
+    result = Py_BuildValue("(Onnni)", b.records, off, b.n_slow, b.fast_bytes, error);
+done:
+    Py_XDECREF(b.records);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"scan_v3", (PyCFunction)(void (*)(void))scan_v3, METH_FASTCALL,
      "scan_v3(data, max_size, /)\n--\n\n"
      "Walk a plain HEPv3 packet and scan its SIP payload; None if it is not plain.\n"
+     "See collector.hep.speedups for the contract."},
+#ifdef __linux__
+    {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
+     "recv_batch(sock, arena, slots, max_size, fast, /)\n--\n\n"
+     "Receive up to `slots` datagrams with one recvmmsg call and turn each into a record.\n"
+     "See collector.hep.speedups for the contract."},
+#endif
+    {"frame_batch", (PyCFunction)(void (*)(void))frame_batch, METH_FASTCALL,
+     "frame_batch(data, start, end, max_packet_bytes, max_size, received_us, fast, /)\n--\n\n"
+     "Cut the HEPv3 stream in data[start:end] into packets and turn each into a record.\n"
      "See collector.hep.speedups for the contract."},
     {NULL, NULL, 0, NULL},
 };
