@@ -6,7 +6,10 @@ HEPv1/v2 over UDP, PROTOCOL.md A.1-A.7), plain SIP (a tap on the proxy's own int
 both. `collector.replay.CaptureScanner` does the link/IP/UDP/TCP work (fragment reassembly,
 TCP reordering and framing) and hands back HEP bytes, plain SIP wrapped as HEPv3 with its
 addresses and capture time; the collector's decoder (`collector.hep.fast.decode`) decodes
-them, and `consumers.observation.from_hep` makes the observation.
+them, and `consumers.observation.from_hep` makes the observation. The common frame
+(untagged Ethernet, IPv4 without fragmentation, UDP) takes a shortcut with the same result:
+its headers are read by offset, HEP goes straight to the decoder and plain SIP straight into
+an observation, without dpkt objects or a HEP round trip (a test compares the two paths).
 
 Evidence ids: `ref` is "<file name>#<frame number>" (1-based, as Wireshark numbers frames);
 a frame that completes several messages (TCP) gives "#17", "#17.2", ...
