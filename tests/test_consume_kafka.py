@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -22,14 +18,12 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from consumer_proc import ConsumerProc
 from hepbuild import hep3
 from kafka_broker import TansuBroker
 from sipflow import T0, Flow
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[1]
-HEPWATCH = str(Path(sys.executable).with_name("hepwatch"))
 
 
 def _calls(n: int, prefix: str) -> tuple[list[Flow], list[Flow]]:
@@ -76,53 +70,6 @@ def _produce(broker: TansuBroker, topic: str, flows: list[Flow]) -> int:
             n += 1
     assert p.flush(15) == 0
     return n
-
-
-class ConsumerProc:
-    def __init__(self, broker: TansuBroker, topic: str, group: str, tmp: Path) -> None:
-        self.args = [
-            HEPWATCH,
-            "consume",
-            "--kafka",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--sink",
-            f"jsonl:{tmp / 'out'}",
-            "--state-dir",
-            str(tmp / "state"),
-            "--metrics",
-            "",
-        ]
-        self.env = {
-            **os.environ,
-            "HEPWATCH_CONSUMER__CHECKPOINT_INTERVAL_S": "0.5",
-            "HEPWATCH_CONSUMER__SESSION_TIMEOUT_MS": "6000",
-            "HEPWATCH_CONSUMER__IDLE_ADVANCE_S": "0.5",
-            # 64*T1 = 3.2 s: ended calls are reported after that much stream time
-            "HEPWATCH_CONSUMER__T1_MS": "50",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ConsumerProc:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        return self
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> str:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, err.decode()
-        return err.decode()
 
 
 def _records(out: Path) -> list[dict]:
