@@ -170,6 +170,7 @@ class Publisher:
             self._latency_marks.append(
                 (self.stats.produced + self.stats.drain_sent, time.monotonic_ns())
             )
+            self._serve_reports()
 
     def publish_many(
         self,
@@ -198,8 +199,22 @@ class Publisher:
                 self._latency_marks.append((stats.produced + stats.drain_sent, start))
         for value, key, ts_ms, src in records[done:]:
             self.publish(key or keys[src], value, ts_ms, headers[src])
+        self._serve_reports()
 
-    # -- librdkafka callbacks (run on the publisher thread, inside poll/flush) -------------
+    def _serve_reports(self) -> None:
+        """Serve queued delivery reports on the calling (publishing) thread.
+
+        confluent-kafka takes the GIL once per delivered record to release its per-record
+        state, even when only failures reach Python. On the publisher thread every one of
+        those is a GIL hand-off against the busy receive thread; here it is uncontended.
+        """
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            log.error("Kafka producer failed: %s", exc)
+            self._fatal = True
+
+    # -- librdkafka callbacks (run inside poll/flush: publisher or publishing thread) -------
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         """Delivery reports arrive for failures only (delivery.report.only.error)."""

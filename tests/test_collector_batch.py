@@ -567,3 +567,21 @@ def test_publish_many_samples_latency_once_per_256(tmp_path: Path) -> None:
         pub.spool.close()
     finally:
         _FakeProducer.room = 3
+
+
+def test_publish_many_serves_delivery_reports_and_survives_a_failing_poll(
+    tmp_path: Path,
+) -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    pub = _publisher(tmp_path)
+    polls: list[float] = []
+
+    def failing_poll(timeout: float = 0) -> int:
+        polls.append(timeout)
+        raise KafkaException(KafkaError(KafkaError._FATAL, "gone"))
+
+    pub._producer.poll = failing_poll  # type: ignore[method-assign]
+    pub.publish_many([(b"v", b"k", 1, 0)], [b"s"], [[]])
+    assert polls == [0] and pub._fatal and pub.stats.produced == 1
+    pub.spool.close()
