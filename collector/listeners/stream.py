@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import ssl
 import time
 from pathlib import Path
@@ -44,7 +45,8 @@ class _HepStreamProtocol(asyncio.BufferedProtocol):
         self._frame_batch = speedups.frame_batch
         self._framer = StreamFramer(listener.max_packet_bytes)
         # Bytes [0, _end) of _buf are received and not yet framed: at most one partial packet.
-        self._buf = bytearray(listener.max_packet_bytes + READ_SIZE)
+        # Anonymous memory, so an idle connection keeps only the pages it wrote resident.
+        self._buf = mmap.mmap(-1, listener.max_packet_bytes + READ_SIZE)
         self._view = memoryview(self._buf)
         self._end = 0
         self._lost = False  # framing lost: the connection is being aborted
