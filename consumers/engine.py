@@ -61,7 +61,7 @@ class Engine:
         if detectors is None:
             from consumers.detectors import default_detectors
 
-            detectors = default_detectors()
+            detectors = default_detectors(self.config.tracker.t1_ms)
         self.detectors = detectors
         self._by_name = {d.name: d for d in detectors}
         self.dedup = Deduplicator(self.config.dedup_window_ms * 1000)

@@ -7,6 +7,7 @@ Every module of this package that defines `DETECTOR` (a `Detector` subclass) is 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from consumers.detectors.base import Detector, Output
@@ -29,8 +30,13 @@ def detector_classes() -> list[type[Detector]]:
     return sorted(found, key=_family_order)
 
 
-def default_detectors() -> list[Detector]:
-    return [cls() for cls in detector_classes()]
+def default_detectors(t1_ms: int = 500) -> list[Detector]:
+    """One of each detector; those with RFC 3261 timers get the configured T1."""
+    out: list[Detector] = []
+    for cls in detector_classes():
+        takes_t1 = "t1_ms" in inspect.signature(cls).parameters
+        out.append(cls(t1_ms=t1_ms) if takes_t1 else cls())  # type: ignore[call-arg]
+    return out
 
 
 __all__ = ["Detector", "Output", "default_detectors", "detector_classes"]
