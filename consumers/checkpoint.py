@@ -13,7 +13,6 @@ commit the offset to Kafka. A crash between any two steps leaves a consistent pa
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -24,6 +23,7 @@ from typing import IO
 
 from consumers.engine import Engine
 from consumers.records import Record
+from consumers.sinks import record_json
 
 log = logging.getLogger("hepwatch.consume")
 
@@ -87,7 +87,8 @@ class CheckpointStore:
 
 
 class PartitionOutput:
-    """The JSON-lines output file of one partition, truncatable to a checkpoint."""
+    """The JSON-lines output (`sinks.record_json` lines) of one partition, truncatable to a
+    checkpoint; binary so its length is the byte offset a checkpoint keeps."""
 
     def __init__(self, directory: Path, topic: str, partition: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -103,10 +104,8 @@ class PartitionOutput:
         self._f.seek(0, os.SEEK_END)
 
     def write(self, records: list[Record]) -> None:
-        f = self._f
-        for rec in records:
-            line = json.dumps(rec.to_dict(), separators=(",", ":"), default=str)
-            f.write(line.encode() + b"\n")
+        if records:
+            self._f.write("".join(record_json(r) + "\n" for r in records).encode())
 
     def sync(self) -> int:
         """Flush to disk; returns the durable length."""

@@ -72,7 +72,6 @@ class Engine:
         self._reorder: list[tuple[int, int, LogicalMessage]] = []
         self._timers: list[tuple[int, int, str, str, str, Any]] = []
         self._timer_seq = 0
-        self.last_rejected = ""  # why the last fed observation was not usable SIP
 
     # -- input -----------------------------------------------------------------------------
 
@@ -82,12 +81,10 @@ class Engine:
 
     def _add(self, obs: Observation) -> None:
         self.stats.observations += 1
-        self.last_rejected = ""
         msg = parse_message(obs.payload)
         if not (msg.is_request or msg.is_response) or not msg.call_id or msg.cseq is None:
             reason = (msg.framing_reasons or msg.malformed_reasons or ["not_sip"])[0]
             self.stats.parse_failures[reason] = self.stats.parse_failures.get(reason, 0) + 1
-            self.last_rejected = reason
             return
         if obs.ts_us < self.processed_until:
             self.stats.late += 1
@@ -112,7 +109,7 @@ class Engine:
 
     def flush(self) -> list[Record]:
         """End of input: process everything, fire due timers, close every call."""
-        out = self._run(self.stream_time, into=Output())
+        out = self._run(self.stream_time)
         o = Output()
         o.now_us = self.stream_time
         if self.config.emit_messages:
@@ -124,8 +121,8 @@ class Engine:
 
     # -- pipeline --------------------------------------------------------------------------
 
-    def _run(self, watermark: int, into: Output | None = None) -> list[Record]:
-        out = into or Output()
+    def _run(self, watermark: int) -> list[Record]:
+        out = Output()
         out.anomaly_counts = self.stats.anomalies
         reorder = self._reorder
         while reorder and reorder[0][0] <= watermark:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
@@ -32,7 +32,7 @@ from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
 from consumers.checkpoint import Checkpoint, CheckpointStore, PartitionOutput
 from consumers.engine import Engine, EngineConfig
-from consumers.observation import from_hep
+from consumers.observation import Observation, from_hep
 from consumers.records import Record
 from consumers.tracking.tracker import TrackerConfig
 from hepwatch.config import Settings
@@ -76,15 +76,12 @@ class PartitionWorker:
     engine: Engine
     output: PartitionOutput
     next_offset: int | None = None  # None: whatever Kafka says (committed or earliest)
-    last_ts: int = 0  # newest capture time seen (µs)
     last_wall: float = field(default_factory=time.time)
-    dirty: bool = False
 
     def emit(self, records: list[Record], metrics: ConsumerMetrics) -> None:
         if not records:
             return
         self.output.write(records)
-        self.dirty = True
         for rec in records:
             metrics.records_out.labels(rec.kind).inc()
             if rec.kind == "anomaly":
@@ -141,13 +138,18 @@ class ConsumerService:
             while not self._stop.is_set():
                 batch = consumer.consume(num_messages=1000, timeout=0.2)
                 now = time.time()
+                pending: dict[int, list[Observation]] = {}
                 for msg in batch:
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("consume error: %s", err)
                         continue
-                    self._handle(msg, now)
+                    obs = self._observation(msg, now)
+                    if obs is not None:
+                        pending.setdefault(msg.partition(), []).append(obs)
+                for partition, observations in pending.items():
+                    self._feed(self.workers[partition], observations)
                 self._idle_advance(now)
                 if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:
                     self.checkpoint_all()
@@ -194,7 +196,6 @@ class ConsumerService:
             len(ckpt.engine.tracker),
         )
         w = PartitionWorker(topic, partition, ckpt.engine, output, next_offset=ckpt.next_offset)
-        w.last_ts = ckpt.engine.stream_time
         return w
 
     def _checkpoint(self, worker: PartitionWorker) -> None:
@@ -211,7 +212,6 @@ class ConsumerService:
             except KafkaException as exc:
                 # The checkpoint is the truth; a failed commit only means replay on restart.
                 log.warning("offset commit for partition %d failed: %s", worker.partition, exc)
-        worker.dirty = False
         self.metrics.checkpoints.inc()
 
     def checkpoint_all(self) -> None:
@@ -222,10 +222,11 @@ class ConsumerService:
 
     # -- records ---------------------------------------------------------------------------
 
-    def _handle(self, msg: Any, now: float) -> None:
+    def _observation(self, msg: Any, now: float) -> Observation | None:
+        """The SIP observation a record holds; counts and skips what is not one."""
         worker = self.workers.get(msg.partition())
         if worker is None:
-            return  # revoked meanwhile
+            return None  # revoked meanwhile
         offset = msg.offset()
         self.metrics.consumed.inc()
         worker.next_offset = offset + 1
@@ -238,18 +239,22 @@ class ConsumerService:
             pkt = fast.decode(msg.value() or b"")
         except HepError as exc:
             self.metrics.parse_failures.labels(str(exc.reason)).inc()
-            return
+            return None
         if pkt.proto_type != PROTO_SIP:
             self.metrics.parse_failures.labels("not_sip").inc()
-            return
+            return None
         obs = from_hep(pkt, f"{msg.topic()}/{msg.partition()}/{offset}", node or None)
-        records = worker.engine.feed(obs)
-        if worker.engine.last_rejected:
-            self.metrics.parse_failures.labels(worker.engine.last_rejected).inc()
-        if obs.ts_us > worker.last_ts:
-            worker.last_ts = obs.ts_us
         self.metrics.latency.observe(max(0.0, now - obs.ts_us / 1e6))
-        worker.emit(records, self.metrics)
+        return obs
+
+    def _feed(self, worker: PartitionWorker, observations: list[Observation]) -> None:
+        """One engine run per partition per consumed batch (as `analyze` feeds)."""
+        failures = worker.engine.stats.parse_failures
+        before = dict(failures)
+        worker.emit(worker.engine.feed_many(observations), self.metrics)
+        for reason, n in failures.items():
+            if n != before.get(reason, 0):
+                self.metrics.parse_failures.labels(reason).inc(n - before.get(reason, 0))
 
     def _idle_advance(self, now: float) -> None:
         """Quiet partitions: stream time follows the wall clock, `idle_advance_s` behind it
@@ -309,4 +314,4 @@ def run_service(settings: Settings) -> None:
     service.run()
 
 
-__all__ = ["OFFSET_BEGINNING", "ConsumerService", "run_service"]
+__all__ = ["ConsumerService", "run_service"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from consumers.engine import Engine, EngineConfig
@@ -66,7 +66,6 @@ class Sent:
     from_tag: str
     to_tag: str
     text: str
-    headers: list[str] = field(default_factory=list)
 
 
 class Flow:
@@ -150,14 +149,9 @@ class Flow:
             hdrs,
             body,
             content_type,
-            from_is_sender=True,
         )
-        sent = Sent(sender, method, cseq, branch, from_tag, to_tag, text, hdrs)
-        sent.headers = [via]
         self._emit(text, sender, peer, relay=relay, absorbed=absorbed, is_request=True)
-        if method == "INVITE" and not in_dialog:
-            self._initial = sent
-        return sent
+        return Sent(sender, method, cseq, branch, from_tag, to_tag, text)
 
     def response(
         self,
@@ -200,7 +194,6 @@ class Flow:
             hdrs,
             body,
             content_type,
-            from_is_sender=True,
         )
         if proxy:
             self._emit_single(text, "P", req.sender)
@@ -289,7 +282,6 @@ class Flow:
         headers: list[str],
         body: str,
         content_type: str,
-        from_is_sender: bool,
     ) -> str:
         peer = "B" if requester == "A" else "A"
         lines = [start, *vias]
@@ -300,9 +292,7 @@ class Flow:
         lines.append(to)
         lines.append(f"Call-ID: {self.call_id}")
         lines.append(f"CSeq: {cseq} {method}")
-        if start.startswith("SIP/2.0"):
-            pass
-        else:
+        if not start.startswith("SIP/2.0"):
             lines.append("Max-Forwards: 70")
         lines += headers
         if body:
@@ -320,10 +310,9 @@ class Flow:
         absorbed: bool,
         is_request: bool,
     ) -> None:
-        raw_in = text
         if is_request:
-            raw_out = _push_via(text, self.addr["P"], self.record_route and "INVITE" in text[:7])
             raw_in = text
+            raw_out = _push_via(text, self.addr["P"], self.record_route and "INVITE" in text[:7])
         else:
             raw_in = _push_via(text, self.addr["P"], False)
             raw_out = text

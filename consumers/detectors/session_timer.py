@@ -55,10 +55,10 @@ from __future__ import annotations
 import zlib
 from typing import Any, ClassVar
 
-from consumers.dedup import LogicalMessage
+from consumers.dedup import LogicalMessage, sent_and_delivered
 from consumers.detectors.base import Detector, Output
 from consumers.records import Severity
-from consumers.sip import Sdp, SessionExpires, SipMessage, parse_message
+from consumers.sip import Sdp, SessionExpires, SipMessage
 from consumers.tracking.model import CALLER, SIDE_NAMES, Call, Dialog, Transaction, other
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
@@ -72,26 +72,9 @@ MIN_INTERVAL_S = 90  # [RFC 4028 §4, §5]
 
 
 def hop_copies(lm: LogicalMessage) -> tuple[SipMessage, SipMessage]:
-    """(in-copy, out-copy) of a relayed message: what the sender sent and what the proxy
-    passed on. A proxy pushes its Via onto requests and pops it from responses [RFC 3261
-    §16.6 item 8, §16.7 item 3], so the copy with more Vias is the in-copy of a response
-    and the out-copy of a request. A message captured once is both."""
-    observations = lm.observations
-    first = lm.msg
-    if len(observations) < 2:
-        return first, first
-    raw0 = observations[0].payload
-    msgs = [first]
-    for obs in observations[1:]:
-        msgs.append(first if obs.payload == raw0 else parse_message(obs.payload))
-    counts = [len(m.vias) for m in msgs]
-    lo = min(range(len(msgs)), key=lambda i: counts[i])
-    hi = max(range(len(msgs)), key=lambda i: counts[i])
-    if counts[lo] == counts[hi]:
-        return msgs[0], msgs[-1]
-    if first.is_request:
-        return msgs[lo], msgs[hi]
-    return msgs[hi], msgs[lo]
+    """(in-copy, out-copy): what the sender sent and what the proxy passed on."""
+    sent, delivered = sent_and_delivered(lm)
+    return lm.parsed(sent), lm.parsed(delivered)
 
 
 def has_timer(tags: frozenset[str] | None) -> bool:

@@ -7,7 +7,7 @@ the tag of the initial INVITE (PROTOCOL.md C.0 rule 5). Per-side facts are two-s
 indexed by side.
 
 Only compact facts outlive a transaction: a `Transaction` holds its messages while it is
-live; `Dialog` keeps tags, times, per-side Allow/Supported/CSeq, the offer/answer state and
+live; `Dialog` keeps tags, times, per-side CSeq and user agents, the offer/answer state and
 a small SDP summary per side. Detectors keep their own per-dialog facts in `Dialog.ext`.
 """
 
@@ -122,8 +122,6 @@ class Dialog:
 
     __slots__ = (
         "acked",
-        "allow",
-        "allow_ref",
         "anomalies",
         "bye_side",
         "bye_ts",
@@ -147,7 +145,6 @@ class Dialog:
         "sdp",
         "start_ts",
         "state",
-        "supported",
         "ua",
         "updates",
     )
@@ -169,9 +166,6 @@ class Dialog:
         self.bye_ts = 0
         self.bye_side = -1
         self.cseq: list[int | None] = [None, None]  # last CSeq number per sending side
-        self.allow: list[frozenset[str] | None] = [None, None]  # last Allow FROM each side
-        self.allow_ref: list[str] = ["", ""]
-        self.supported: list[frozenset[str] | None] = [None, None]
         self.ua: list[str] = ["", ""]
         self.pending_invite: list[Transaction | None] = [None, None]  # by sender side
         self.pending_update: list[Transaction | None] = [None, None]
@@ -183,16 +177,8 @@ class Dialog:
         self.anomalies = 0
         self.ext: dict[str, Any] | None = None
 
-    def state_of(self) -> DialogState:
-        return self.state
-
     def ext_for(self, name: str, factory: Any) -> Any:
-        if self.ext is None:
-            self.ext = {}
-        value = self.ext.get(name)
-        if value is None:
-            value = self.ext[name] = factory()
-        return value
+        return _ext_for(self, name, factory)
 
     def __repr__(self) -> str:
         return f"<Dialog {self.call.call_id} {self.call.caller_tag}/{self.callee_tag} {self.state}>"
@@ -251,15 +237,20 @@ class Call:
         self.ext: dict[str, Any] | None = None
 
     def ext_for(self, name: str, factory: Any) -> Any:
-        if self.ext is None:
-            self.ext = {}
-        value = self.ext.get(name)
-        if value is None:
-            value = self.ext[name] = factory()
-        return value
+        return _ext_for(self, name, factory)
 
     def side_of_tag(self, from_tag: str) -> int:
         return CALLER if from_tag == self.caller_tag else CALLEE
 
     def __repr__(self) -> str:
         return f"<Call {self.call_id} dialogs={len(self.dialogs)}>"
+
+
+def _ext_for(owner: Call | Dialog, name: str, factory: Any) -> Any:
+    """A detector's own state on a call or dialog, created on first use."""
+    if owner.ext is None:
+        owner.ext = {}
+    value = owner.ext.get(name)
+    if value is None:
+        value = owner.ext[name] = factory()
+    return value

@@ -6,7 +6,7 @@ from consumers.sip import Sdp, SipMessage, codecs, effective_direction
 from consumers.tracking.model import SdpSummary
 
 
-def session_sdp(msg: SipMessage) -> SdpSummary | None:
+def offer_answer_sdp(msg: SipMessage) -> Sdp | None:
     """The session description a message carries as an offer or answer, if any.
 
     Only bodies with disposition "session" count (the default for application/sdp)
@@ -17,10 +17,12 @@ def session_sdp(msg: SipMessage) -> SdpSummary | None:
     disp = msg.content_disposition
     if disp is not None and disp.type not in ("session", ""):
         return None
-    sdp = msg.sdp
-    if sdp is None:
-        return None
-    return summarize(sdp)
+    return msg.sdp
+
+
+def session_sdp(msg: SipMessage) -> SdpSummary | None:
+    sdp = offer_answer_sdp(msg)
+    return summarize(sdp) if sdp is not None else None
 
 
 def summarize(sdp: Sdp) -> SdpSummary:

@@ -322,8 +322,8 @@ class Tracker:
         if initial:
             call.initial = tx
         if dialog is not None:
-            self._in_dialog_request(ev, dialog, tx, method, side, num, t)
-        elif method == "CANCEL":
+            self._in_dialog_request(dialog, tx, method, side, num, t)
+        if method == "CANCEL":
             invite = call.transactions.get((from_tag, num, "INVITE"))
             if invite is not None and not invite.cancel_ts:
                 invite.cancel_ts = t
@@ -331,7 +331,7 @@ class Tracker:
         return ev
 
     def _in_dialog_request(
-        self, ev: Event, dialog: Dialog, tx: Transaction, method: str, side: int, num: int, t: int
+        self, dialog: Dialog, tx: Transaction, method: str, side: int, num: int, t: int
     ) -> None:
         last = dialog.cseq[side]
         if last is None or num > last:
@@ -349,10 +349,6 @@ class Tracker:
                 dialog.bye_ts = t
                 dialog.bye_side = side
             dialog.state = next_state(dialog.state, DialogEvent.BYE)
-        elif method == "CANCEL":
-            invite = ev.call.transactions.get((ev.msg.from_tag or "", num, "INVITE"))
-            if invite is not None and not invite.cancel_ts:
-                invite.cancel_ts = t
 
     def _ack(
         self,
