@@ -141,9 +141,59 @@ class ConsumerConfig(_Section):
     @classmethod
     def _check_sink(cls, value: str) -> str:
         scheme, _, target = value.partition(":")
-        if scheme != "jsonl" or not target:
-            raise ValueError(f"sink {value!r}: expected jsonl:DIR")
+        if scheme not in ("jsonl", "clickhouse") or not target:
+            raise ValueError(f"sink {value!r}: expected jsonl:DIR or clickhouse:DSN")
         return value
+
+
+class TtlConfig(_Section):
+    """Retention per table in days (ClickHouse TTL; `schema apply` brings tables in line)."""
+
+    messages_days: int = Field(14, ge=1)
+    session_changes_days: int = Field(90, ge=1)
+    dialogs_days: int = Field(90, ge=1)
+    anomalies_days: int = Field(365, ge=1)
+    minute_counts_days: int = Field(400, ge=1)
+    alerts_days: int = Field(365, ge=1)
+
+
+class ClickHouseConfig(_Section):
+    # chdb:///path is the embedded engine (one process per directory); http(s)://host:8123/db
+    # a ClickHouse server. Same SQL, same code (clickhouse-connect).
+    dsn: str = "chdb:///var/lib/hepwatch/clickhouse"
+    # Cluster variant: ON CLUSTER name for ReplicatedMergeTree + Distributed; None: one server.
+    cluster: str | None = None
+    ttl: TtlConfig = Field(default_factory=TtlConfig)
+    batch_rows: int = Field(50_000, ge=1)
+    flush_interval_s: float = Field(1.0, gt=0)
+    retry_backoff_s: float = Field(1.0, gt=0)
+
+
+class QueryHttpConfig(_Section):
+    """The read-only ClickHouse-HTTP-compatible endpoint `run` serves over its chDB."""
+
+    listen: str | None = "127.0.0.1:8123"
+    # When users are set, requests must authenticate (basic auth, X-ClickHouse-User/Key
+    # headers or user/password parameters) as one of them: {user = "password"}.
+    users: dict[str, str] = Field(default_factory=dict)
+    max_result_rows: int = Field(1_000_000, ge=1)
+    max_execution_time_s: float = Field(30.0, gt=0)
+
+
+class AlertsConfig(_Section):
+    rules: Path | None = None  # YAML rules; None: the shipped defaults (deploy/alerts.yaml)
+    interval_s: float = Field(15.0, gt=0)
+    alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093 (v2 API)
+    webhook_url: str | None = None
+    log: bool = True
+
+
+class RunConfig(_Section):
+    """`hepwatch run`: everything in one process on embedded defaults."""
+
+    data_dir: Path = Path("var/hepwatch")
+    listen: list[str] = Field(default_factory=lambda: ["udp://0.0.0.0:9060", "tcp://0.0.0.0:9060"])
+    queue_max_records: int = Field(1_000_000, ge=1000)
 
 
 class MetricsConfig(_Section):
@@ -163,6 +213,10 @@ class Settings(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    clickhouse: ClickHouseConfig = Field(default_factory=ClickHouseConfig)
+    query_http: QueryHttpConfig = Field(default_factory=QueryHttpConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     model_config = SettingsConfigDict(
         env_prefix="HEPWATCH_", env_nested_delimiter="__", extra="forbid"
