@@ -26,6 +26,7 @@ from collections import deque
 
 from consumers.observation import Observation
 from consumers.sip import SipMessage, parse_message
+from consumers.sip.via import bottom_via_text, origin_key
 
 HOP_IN = "in"
 HOP_OUT = "out"
@@ -106,12 +107,13 @@ class LogicalMessage:
 def dedup_key(msg: SipMessage, obs: Observation) -> tuple[object, ...]:
     call_id = msg.call_id
     cseq = msg.cseq
-    vias = msg.vias if call_id is not None and cseq is not None else []
-    if not vias:
+    bottom = None
+    if call_id is not None and cseq is not None:
+        bottom = bottom_via_text(msg.headers.get("via", ()))  # type: ignore[arg-type]
+    if bottom is None:
         digest = hashlib.blake2b(obs.payload, digest_size=12).digest()
         return ("raw", digest, obs.src, obs.dst)
-    bottom = vias[-1]
-    origin_via = (bottom.branch or "", bottom.sent_by)
+    origin_via = origin_key(bottom)
     if msg.is_request:
         return ("q", call_id, cseq.number, cseq.method, msg.method, origin_via)
     status = msg.status_code or 0

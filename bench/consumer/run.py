@@ -2,6 +2,7 @@
 and resident memory per live dialog.
 
     .venv/bin/python bench/consumer/run.py [--calls 20000] [--dialogs 1000000]
+        [--no-detectors] [--profile] [--repeat N]
 
 Throughput: `--calls` proxy-mirrored calls (13 HEP records each: INVITE, 180, 200, ACK, BYE
 and 200 in and out of the proxy, plus the proxy's 100 Trying), overlapping (one new call per
@@ -61,7 +62,12 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def throughput(calls: int) -> None:
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def throughput(calls: int, detectors: bool, profile: bool) -> None:
     template = _template(full=True)
     base = 1_700_000_000_000_000
     records: list[tuple[int, bytes]] = []
@@ -69,10 +75,17 @@ def throughput(calls: int) -> None:
         records += _records(template, i, base + i * 1000)
     records.sort(key=lambda r: r[0])
     blobs = [r[1] for r in records]
-    engine = Engine(EngineConfig(emit_messages=True))
+    engine = Engine(EngineConfig(emit_messages=True), None if detectors else [])
     gc.collect()
     out = 0
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     start = time.perf_counter()
+    cpu = _cpu()
     batch = []
     for n, blob in enumerate(blobs):  # in batches, as the consumer gets them from Kafka
         batch.append(from_hep(fast.decode(blob), f"bench/0/{n}", "p1"))
@@ -81,10 +94,18 @@ def throughput(calls: int) -> None:
             batch = []
     out += len(engine.feed_many(batch)) + len(engine.flush())
     elapsed = time.perf_counter() - start
+    cpu = _cpu() - cpu
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(40)
     kinds: dict[str, int] = {}
     print(
         f"consumer throughput: {len(blobs)} HEP records ({calls} calls) in {elapsed:.2f} s"
-        f" = {len(blobs) / elapsed:,.0f} records/s; {out} records out;"
+        f" wall, {cpu:.2f} s CPU = {len(blobs) / cpu:,.0f} records/s (CPU),"
+        f" {len(blobs) / elapsed:,.0f} records/s (wall); {out} records out;"
+        f" load average {os.getloadavg()[0]:.2f};"
         f" detectors: {', '.join(d.name for d in engine.detectors) or 'none'}"
     )
     for k, v in engine.stats.anomalies.items():
@@ -119,10 +140,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--dialogs", type=int, default=1_000_000)
+    ap.add_argument("--no-detectors", action="store_true", help="engine core only")
+    ap.add_argument("--profile", action="store_true", help="cProfile the timed loop")
+    ap.add_argument("--repeat", type=int, default=1, help="throughput runs")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     tune_gc()
-    throughput(args.calls)
+    for _ in range(args.repeat):
+        throughput(args.calls, not args.no_detectors, args.profile)
     if args.dialogs:
         memory(args.dialogs)
 

@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass, field
 
 from consumers.sip.lexing import Params, parse_delta, parse_params
+from consumers.sip.memo import remember, table
 
+_MISSING = object()
 _RETRY_AFTER = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
 
 
@@ -49,12 +51,17 @@ class RetryAfter:
     params: Params = field(default_factory=dict)
 
 
+_MEMO_CSEQ: dict[str, CSeq | None] = table()
+
+
 def parse_cseq(value: str) -> CSeq | None:
+    """Memoised: the result is shared by every message with the same text (read-only)."""
+    found = _MEMO_CSEQ.get(value, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
     parts = value.split()
-    if len(parts) != 2:
-        return None
-    number = parse_delta(parts[0])
-    return CSeq(number, parts[1]) if number is not None else None
+    number = parse_delta(parts[0]) if len(parts) == 2 else None
+    return remember(_MEMO_CSEQ, value, CSeq(number, parts[1]) if number is not None else None)
 
 
 def parse_rseq(value: str) -> int | None:

@@ -161,6 +161,58 @@ def fast_branch(first_line: str) -> str | None:
     return branch
 
 
+def origin_key(text: str) -> tuple[str, str]:
+    """(branch or "", sent-by) of one via-parm: what `parse_via(text)` gives as
+    `(via.branch or "", via.sent_by)`, without building the Via for the common shape (no
+    quotes, no LWS after sent-protocol, no IPv6 reference); anything else is parsed."""
+    s = text.strip(_WS)
+    sp = s.find(" ")
+    if sp > 0:
+        rest = s[sp + 1 :]
+        parts = s[:sp].split("/")
+        if (
+            len(parts) == 3
+            and parts[0]
+            and parts[1]
+            and parts[2]
+            and rest[:1] != "["
+            and '"' not in rest
+            and " " not in rest
+            and "\t" not in rest
+        ):
+            semi = rest.find(";")
+            host, _, port_text = (rest[:semi] if semi >= 0 else rest).partition(":")
+            sent_by = host
+            if port_text and len(port_text) <= 5 and port_text.isascii() and port_text.isdigit():
+                port = int(port_text)
+                if port <= 65535:
+                    sent_by = f"{host}:{port}"
+            branch = ""
+            if semi >= 0:
+                for item in rest[semi + 1 :].split(";"):
+                    name, _, value = item.partition("=")
+                    if name and name.lower() == "branch":
+                        branch = value
+                        break
+            return (branch, sent_by)
+    via = parse_via(text)
+    return (via.branch or "", via.sent_by)
+
+
+def bottom_via_text(values: list[str]) -> str | None:
+    """The last Via value of a message as text (the last element `parse_via_values` would
+    parse), without splitting the others."""
+    for i in range(len(values) - 1, -1, -1):
+        value = values[i]
+        if "," in value:
+            for element in reversed(split_list(value)):
+                if element:
+                    return element
+        elif value:
+            return value
+    return None
+
+
 def parse_via_values(values: list[str]) -> list[Via]:
     """All Via values of a message in order: header lines in order, each comma-split.
     Empty elements (",,") are skipped here; validation reports them."""

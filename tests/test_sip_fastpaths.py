@@ -1,0 +1,79 @@
+"""Fast paths of the SIP core are equal to the reference parser they shortcut.
+
+- `via.origin_key` (the dedup key's originating Via) against `parse_via`;
+- `via.bottom_via_text` against the last value `parse_via_values` parses.
+Inputs: Via-shaped values built from fragments, mutated sample Vias, and random text.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.sip.via import bottom_via_text, origin_key, parse_via, parse_via_values
+
+SETTINGS = settings(
+    max_examples=int(os.environ.get("SIP_FUZZ_EXAMPLES", "500")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+VIA_FRAGMENTS = [
+    "SIP/2.0/UDP ", "SIP/2.0/TCP", "SIP / 2.0 / UDP ", "SIP/2.0/", "/", " ", "\t", ";", "=",
+    ",", '"', "branch", "Branch", "BRANCH", "z9hG4bK", "z9hG4bK776asdhds", "rport", "received",
+    "maddr", "ttl", "10.0.0.1", "pc33.example.com", "[2001:db8::1]", "[", "]", ":", ":5060",
+    ":05060", ":65536", ":99999999", "a", "\\", "é", "\x00", "\r",
+]  # fmt: skip
+
+SAMPLES = [
+    "SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK-1;rport",
+    "SIP/2.0/UDP 10.0.0.2:5060;rport=5060;received=10.0.0.2;branch=z9hG4bK-1",
+    "SIP/2.0/TCP pc33.example.com;branch=z9hG4bK776asdhds",
+    "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKx",
+    "SIP / 2.0 / UDP host ; branch = z9hG4bKy",
+    'SIP/2.0/UDP host;branch="q";x',
+]
+
+via_text = st.one_of(
+    st.lists(st.sampled_from(VIA_FRAGMENTS), max_size=16).map("".join),
+    st.builds(
+        lambda base, cut, ins: base[:cut] + ins + base[cut:],
+        st.sampled_from(SAMPLES),
+        st.integers(0, 80),
+        st.sampled_from(VIA_FRAGMENTS),
+    ),
+    st.text(max_size=60),
+)
+
+
+def _reference(text: str) -> tuple[str, str]:
+    via = parse_via(text)
+    return (via.branch or "", via.sent_by)
+
+
+@SETTINGS
+@given(via_text)
+def test_origin_key_equals_parse_via(text: str) -> None:
+    assert origin_key(text) == _reference(text)
+
+
+def test_origin_key_samples() -> None:
+    for text in SAMPLES:
+        assert origin_key(text) == _reference(text)
+    assert origin_key(SAMPLES[0]) == ("z9hG4bK-1", "10.0.0.2:5060")
+    assert origin_key("SIP/2.0/UDP h:05060;BRANCH=b;branch=c") == ("b", "h:5060")
+    assert origin_key("SIP/2.0/UDP h:70000;branch=b") == ("b", "h")
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.sampled_from(SAMPLES), via_text), max_size=4))
+def test_bottom_via_text_is_the_last_parsed_value(values: list[str]) -> None:
+    vias = parse_via_values(values)
+    bottom = bottom_via_text(values)
+    if not vias:
+        assert bottom is None
+    else:
+        assert bottom is not None
+        assert parse_via(bottom).raw == vias[-1].raw
