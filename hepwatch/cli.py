@@ -196,6 +196,11 @@ def replay(
     help="Partition checkpoints; shared by every replica of the group (default var/state).",
 )
 @click.option("--metrics", metavar="HOST:PORT", help="Serve /metrics, /healthz, /readyz here.")
+@click.option(
+    "--no-legs-stage",
+    is_flag=True,
+    help="Do not run the cross-leg (C.12) stage in this process; run `hepwatch legs`.",
+)
 @click.pass_context
 def consume(
     ctx: click.Context,
@@ -205,6 +210,7 @@ def consume(
     sink: str | None,
     state_dir: Path | None,
     metrics: str | None,
+    no_legs_stage: bool,
 ) -> None:
     """Follow every dialog in the HEP topic and write messages, session changes, dialogs
     and anomalies to the sink.
@@ -223,6 +229,7 @@ def consume(
                 "sink": sink,
                 "state_dir": state_dir,
                 "metrics_listen": metrics,
+                "legs_stage": False if no_legs_stage else None,
             },
         },
     )
@@ -304,6 +311,16 @@ def analyze(
     else:
         for line in report_lines(result, ladders=not no_ladder):
             click.echo(line)
+
+
+from hepwatch.cmd_sql import sql as _sql  # noqa: E402
+
+cli.add_command(_sql)
+
+
+from hepwatch.cmd_legs import legs as _legs_command  # noqa: E402
+
+cli.add_command(_legs_command)
 
 
 def main() -> None:
