@@ -3,7 +3,10 @@
 -- Every table is a ReplacingMergeTree whose sort key ends with the record's deterministic id,
 -- so a row written twice (a redelivery the sink could not rule out) collapses at merge time.
 -- The sink also checks ids before inserting after a restore, so counts are exact before any
--- merge and the materialized views downstream never see a row twice.
+-- merge and the materialized views downstream never see a row twice. Each INSERT of the
+-- sink carries an insert_deduplication_token; non_replicated_deduplication_window keeps the
+-- last tokens, so a retried INSERT whose first attempt was stored is dropped, here and in
+-- the views (Replicated tables of the cluster variant keep their own window).
 --
 -- Sort keys answer the two questions asked most: a time range filtered by method, status and
 -- node (primary key prefix, day partitions prune the range), and everything about one Call-ID
@@ -63,7 +66,8 @@ CREATE TABLE IF NOT EXISTS sip_messages
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(event_time)
 ORDER BY (method, status, node_name, event_time, id)
-TTL toDateTime(event_time) + INTERVAL {ttl_messages_days} DAY;
+TTL toDateTime(event_time) + INTERVAL {ttl_messages_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS session_changes
 (
@@ -97,7 +101,8 @@ CREATE TABLE IF NOT EXISTS session_changes
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(event_time)
 ORDER BY (method, status_class, node_name, event_time, id)
-TTL toDateTime(event_time) + INTERVAL {ttl_session_changes_days} DAY;
+TTL toDateTime(event_time) + INTERVAL {ttl_session_changes_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS dialogs
 (
@@ -134,7 +139,8 @@ CREATE TABLE IF NOT EXISTS dialogs
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(start_time)
 ORDER BY (node_name, start_time, id)
-TTL toDateTime(end_time) + INTERVAL {ttl_dialogs_days} DAY;
+TTL toDateTime(end_time) + INTERVAL {ttl_dialogs_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS anomalies
 (
@@ -177,4 +183,5 @@ CREATE TABLE IF NOT EXISTS anomalies
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(event_time)
 ORDER BY (anomaly, node_name, event_time, id)
-TTL toDateTime(event_time) + INTERVAL {ttl_anomalies_days} DAY;
+TTL toDateTime(event_time) + INTERVAL {ttl_anomalies_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS sip_minute_counts
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMMDD(minute)
 ORDER BY (status, method, minute, node_name, peer, user_agent)
-TTL minute + INTERVAL {ttl_minute_counts_days} DAY;
+TTL minute + INTERVAL {ttl_minute_counts_days} DAY
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS sip_minute_counts_mv TO sip_minute_counts AS
 SELECT
