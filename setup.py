@@ -1,4 +1,4 @@
-"""Only the optional C extension; everything else is configured in pyproject.toml."""
+"""Only the optional C extensions; everything else is configured in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -9,6 +9,12 @@ setup(
             ["collector/hep/_speedups.c"],
             optional=True,  # no compiler: install anyway, the pure Python path is used
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "consumers.sip._scan",
+            ["consumers/sip/_scan.c"],
+            optional=True,  # no compiler: the Python header split is used
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -77,3 +77,80 @@ def test_bottom_via_text_is_the_last_parsed_value(values: list[str]) -> None:
     else:
         assert bottom is not None
         assert parse_via(bottom).raw == vias[-1].raw
+
+
+# -- the C header split (consumers.sip._scan) against the Python fast and exact paths --------
+
+import pytest  # noqa: E402
+from sipsamples import ALL  # noqa: E402
+from test_sip_fuzz import FRAGMENTS, SEEDS, mutated  # noqa: E402
+
+import consumers.sip.framing as framing  # noqa: E402
+
+EAGER = (
+    "raw", "start_line", "is_request", "is_response", "method", "request_uri_text", "version",
+    "status_code", "reason_phrase", "headers", "body", "content_length", "trailing_bytes",
+    "framing_reasons", "malformed_reasons",
+)  # fmt: skip
+
+
+def _python_only(data: bytes) -> object:
+    scan = framing._split_headers
+    framing._split_headers = None
+    try:
+        return framing.parse_message(data)
+    finally:
+        framing._split_headers = scan
+
+
+def _same(data: bytes) -> None:
+    fast = framing.parse_message(data)
+    slow = _python_only(data)
+    for name in EAGER:
+        assert getattr(fast, name) == getattr(slow, name), name
+
+
+needs_c = pytest.mark.skipif(
+    framing._split_headers is None, reason="consumers.sip._scan is not built (no compiler)"
+)
+
+
+@needs_c
+def test_c_split_is_used_on_common_messages() -> None:
+    for name, data in ALL.items():
+        if b"\r\n\r\n" in data and max(data.split(b"\r\n\r\n")[0], default=0) < 0x80:
+            assert framing._split_headers(data, 0, framing._NAME_CACHE) is not None, name
+
+
+@needs_c
+def test_c_split_samples_and_seeds() -> None:
+    for data in SEEDS:
+        _same(data)
+        _same(b"\r\n" + data)
+
+
+@needs_c
+@SETTINGS
+@given(mutated())
+def test_c_split_mutated(data: bytes) -> None:
+    _same(data)
+
+
+@needs_c
+@SETTINGS
+@given(
+    st.sampled_from(["INVITE sip:bob@example.com SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 491 x"]),
+    st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join), max_size=25),
+    st.binary(max_size=200),
+    st.sampled_from(["\r\n", "\n", "\r\n\r\n"]),
+)
+def test_c_split_sip_shaped(start: str, lines: list[str], body: bytes, eol: str) -> None:
+    _same((eol.join([start, *lines]) + "\r\n\r\n").encode("utf-8", "surrogatepass") + body)
+
+
+@needs_c
+@SETTINGS
+@given(st.binary(max_size=600))
+def test_c_split_random_bytes(data: bytes) -> None:
+    _same(data)
+    _same(b"SIP/2.0 200 OK\r\nVia: x\r\n" + data)

@@ -17,6 +17,9 @@ in <> is unwrapped (ltgtruri), so the message stays structured. Not flagged: a s
 without the SP before an empty Reason-Phrase ("SIP/2.0 100").
 
 Header text is decoded as UTF-8 with surrogateescape: never strict, and reversible.
+
+The CRLF fast path runs in C (`_scan.split_headers`) when the extension is built; it hands
+anything unusual back to the Python code here, which stays the reference.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ _COMMON_METHODS = frozenset(
         "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH",
     }
 )  # fmt: skip
+
+try:
+    from consumers.sip._scan import split_headers as _split_headers
+except ImportError:  # no compiler at install time: the Python path below does it all
+    _split_headers = None
 
 _StartLine = tuple[bool, bool, str | None, str | None, str, int | None, str | None]
 
@@ -79,16 +87,20 @@ def _parse(data: bytes) -> SipMessage:
     # LF-only blank line) or starts with SP/HTAB (a fold) sends us to the exact path.
     reasons: list[str] = []
     headers: dict[str, list[str]] | None = None
-    end = data.find(b"\r\n\r\n", start)
-    if end >= 0:
-        lines = data[start:end].decode("utf-8", "surrogateescape").split("\n")
-        headers = _fast_headers(lines, reasons)
-        body_start = end + 4
-    if headers is None:
-        reasons = []
-        lines, body_start = _exact_lines(data, start, size, reasons)
-        headers = _headers(lines, reasons)
-    start_line = lines[0].rstrip("\r")
+    split = _split_headers(data, start, _NAME_CACHE) if _split_headers is not None else None
+    if split is not None:  # the same fast path in C, for ASCII headers with known names
+        start_line, headers, body_start = split
+    else:
+        end = data.find(b"\r\n\r\n", start)
+        if end >= 0:
+            lines = data[start:end].decode("utf-8", "surrogateescape").split("\n")
+            headers = _fast_headers(lines, reasons)
+            body_start = end + 4
+        if headers is None:
+            reasons = []
+            lines, body_start = _exact_lines(data, start, size, reasons)
+            headers = _headers(lines, reasons)
+        start_line = lines[0].rstrip("\r")
     line_reasons: list[str] = []
     is_request, is_response, method, ruri, version, status, phrase = _start_line(
         start_line, line_reasons
