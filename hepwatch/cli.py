@@ -323,6 +323,11 @@ from hepwatch.cmd_legs import legs as _legs_command  # noqa: E402
 cli.add_command(_legs_command)
 
 
+from hepwatch.cmd_schema import schema as _schema  # noqa: E402
+
+cli.add_command(_schema)
+
+
 def main() -> None:
     cli(prog_name="hepwatch")
 

@@ -180,17 +180,45 @@ def render(sql: str, ttl: TtlConfig) -> str:
     return _TTL_PLACEHOLDER_RE.sub(fill, sql)
 
 
-def migration_statements(migration: Migration, cfg: ClickHouseConfig, database: str) -> list[str]:
-    """The statements of one migration as they are sent: rendered, cluster form if configured."""
+def migration_statements(
+    migration: Migration,
+    cfg: ClickHouseConfig,
+    database: str,
+    tables: set[str] | None = None,
+) -> list[str]:
+    """The statements of one migration as they are sent: rendered, cluster form if configured.
+
+    `tables`: in the cluster form, the tables all migrations create (a later migration's
+    view or ALTER may name a table of an earlier one).
+    """
     try:
         statements = split_statements(render(migration.text, cfg.ttl))
+        if cfg.cluster:
+            from consumers.clickhouse.cluster import ClusterSqlError, cluster_statements
+
+            try:
+                statements = cluster_statements(statements, cfg.cluster, database, tables)
+            except ClusterSqlError as exc:
+                raise MigrationError(str(exc)) from exc
     except MigrationError as exc:
         raise MigrationError(f"{migration.filename}: {exc}") from exc
-    if cfg.cluster:
-        from consumers.clickhouse.cluster import cluster_statements
-
-        statements = cluster_statements(statements, cfg.cluster, database)
     return statements
+
+
+def all_tables(migrations: list[Migration]) -> set[str]:
+    """Every table the migrations create."""
+    from consumers.clickhouse.cluster import created_tables
+
+    return set().union(*(created_tables(split_statements(m.text)) for m in migrations))
+
+
+def schema_sql(
+    cfg: ClickHouseConfig, database: str = "default", directory: Path | None = None
+) -> list[tuple[Migration, list[str]]]:
+    """Every migration with the statements it sends under `cfg` (cluster form if set)."""
+    migrations = load_migrations(directory)
+    tables = all_tables(migrations)
+    return [(m, migration_statements(m, cfg, database, tables)) for m in migrations]
 
 
 def table_ttls(migrations: list[Migration], ttl: TtlConfig) -> dict[str, str]:
@@ -270,10 +298,11 @@ def migrate(
         log.warning("schema_migrations has version %d, which has no file here", version)
 
     applied: list[int] = []
+    tables = all_tables(migrations)
     for mig in migrations:
         if mig.version in done:
             continue
-        statements = migration_statements(mig, cfg, database)
+        statements = migration_statements(mig, cfg, database, tables)
         for i, stmt in enumerate(statements, 1):
             try:
                 client.command(stmt)

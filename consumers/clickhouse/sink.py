@@ -128,6 +128,10 @@ class ClickHouseSink:
         self._types: dict[str, list[str]] = {}
         self._first_unflushed: float | None = None
         self._closed = False
+        self._insert_settings: dict[str, Any] = dict(INSERT_SETTINGS)
+        if cfg.cluster:
+            # A Distributed table queues inserts by default; flush() must mean stored.
+            self._insert_settings["distributed_foreground_insert"] = 1
         self.rows_written: dict[str, int] = {spec.table: 0 for spec in TABLES.values()}
         self.duplicates_dropped = 0
         self.ignored = 0  # leg records
@@ -300,7 +304,7 @@ class ClickHouseSink:
                 column_names=spec.all_columns,
                 column_type_names=self._column_types(spec),
                 column_oriented=True,
-                settings={**INSERT_SETTINGS, "insert_deduplication_token": block.token},
+                settings={**self._insert_settings, "insert_deduplication_token": block.token},
             )
         except Exception as exc:
             self._types.pop(spec.table, None)  # the table may have been re-created
