@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +47,8 @@ def open_target(dsn: str | None, server: str | None, user: str | None, password:
 
     if dsn and server:
         raise click.UsageError("give --clickhouse or --server, not both")
+    # The driver logs a warning for a failure that the error message below reports anyway.
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
     try:
         return connect(dsn or server or DEFAULT_SERVER, user=user, password=password)
     except QueryError as exc:

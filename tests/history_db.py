@@ -62,8 +62,12 @@ def insert_records(client: Client, records: Iterable[Record]) -> None:
 
 def insert_rows(client: Client, table: str, rows: list[dict[str, Any]]) -> None:
     """Plain rows (column -> value); columns not given take their defaults."""
-    names = sorted({k for row in rows for k in row})
-    client.insert(table, [[row.get(n) for n in names] for row in rows], column_names=names)
+    groups: dict[tuple[str, ...], list[list[Any]]] = {}
+    for row in rows:
+        names = tuple(sorted(row))
+        groups.setdefault(names, []).append([row[n] for n in names])
+    for names, values in groups.items():
+        client.insert(table, values, column_names=list(names))
 
 
 def now_us() -> int:

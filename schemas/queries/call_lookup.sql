@@ -21,7 +21,7 @@ FROM
         min(event_time) AS first_seen,
         max(event_time) AS last_seen,
         count() AS messages,
-        arrayStringConcat(arrayMap(x -> x.2, arraySort(x -> x.1,
+        arrayStringConcat(arrayMap(x -> x.3, arraySort(x -> (x.1, x.2),
             groupArray((event_time, cseq, if(is_request, method, toString(status))))
         )), ' ') AS sequence,
         arraySort(groupUniqArrayIf(toString(user_agent), user_agent != '')) AS user_agents,
