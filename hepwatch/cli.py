@@ -6,17 +6,23 @@ runs one service or tool. Flags that are not given leave the file and environmen
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hepwatch import __version__
-from hepwatch.config import Settings, config_file, load_settings
+
+if TYPE_CHECKING:
+    from hepwatch.config import Settings
+
+# `hepwatch analyze` starts in a fraction of a second: pydantic (the settings) and the
+# commands' own dependencies (clickhouse-connect, confluent-kafka) load only when used.
 
 
 def _setup_logging(level: str) -> None:
@@ -27,7 +33,31 @@ def _setup_logging(level: str) -> None:
     )
 
 
+class _LazyGroup(click.Group):
+    """A click group whose commands may be registered as "module:attribute" and imported
+    only when run (or listed by --help)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        self.lazy_commands[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, _, attr = target.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 def _settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
+    from hepwatch.config import config_file, load_settings
+
     path = config_file(ctx.obj.get("config"))
     try:
         settings = load_settings(path, _drop_none(overrides))
@@ -35,6 +65,28 @@ def _settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
         raise click.ClickException(f"configuration: {exc}") from exc
     _setup_logging(ctx.obj.get("log_level") or settings.log.level)
     return settings
+
+
+# The [consumer] and [log] defaults of hepwatch.config, for `analyze` runs that have no
+# configuration at all (tests/test_cli_startup.py keeps them equal to the settings model).
+ANALYZE_DEFAULTS = {"reorder_window_ms": 300, "dedup_window_ms": 2000, "t1_ms": 500}
+LOG_LEVEL_DEFAULT = "INFO"
+
+
+def _unconfigured(ctx: click.Context) -> bool:
+    """No config file (flag, HEPWATCH_CONFIG, ./hepwatch.toml) and no HEPWATCH_* variable:
+    the settings are the defaults, and pydantic need not be loaded to know them."""
+    if ctx.obj.get("config") or Path("hepwatch.toml").is_file():
+        return False
+    return not any(name.upper().startswith("HEPWATCH_") for name in os.environ)
+
+
+def _consumer_settings(ctx: click.Context) -> dict[str, int]:
+    if _unconfigured(ctx):
+        _setup_logging(ctx.obj.get("log_level") or LOG_LEVEL_DEFAULT)
+        return dict(ANALYZE_DEFAULTS)
+    consumer = _settings(ctx, {}).consumer
+    return {name: getattr(consumer, name) for name in ANALYZE_DEFAULTS}
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +101,10 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="hepwatch")
 @click.option(
     "--config",
@@ -129,6 +184,8 @@ def collect(
     )
     service = CollectorService(settings)
     try:
+        import asyncio
+
         asyncio.run(service.run_until_signalled())
     except (OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -283,14 +340,14 @@ def analyze(
     from consumers.sinks import JsonLinesSink
     from consumers.tracking.tracker import TrackerConfig
 
-    consumer = _settings(ctx, {}).consumer
+    consumer = _consumer_settings(ctx)
     tune_gc()  # as `consume` does: the engine holds many small long-lived objects
     # Message records feed the ladders and --jsonl; --json alone only counts messages.
     messages = not json_out or jsonl_path is not None
     config = EngineConfig(
-        reorder_window_ms=consumer.reorder_window_ms,
-        dedup_window_ms=consumer.dedup_window_ms,
-        tracker=TrackerConfig(t1_ms=consumer.t1_ms),
+        reorder_window_ms=consumer["reorder_window_ms"],
+        dedup_window_ms=consumer["dedup_window_ms"],
+        tracker=TrackerConfig(t1_ms=consumer["t1_ms"]),
         emit_messages=messages,
         keep_raw=messages,
     )
@@ -313,19 +370,13 @@ def analyze(
             click.echo(line)
 
 
-from hepwatch.cmd_sql import sql as _sql  # noqa: E402
-
-cli.add_command(_sql)
+cli.add_lazy_command("sql", "hepwatch.cmd_sql:sql")  # type: ignore[attr-defined]
 
 
-from hepwatch.cmd_legs import legs as _legs_command  # noqa: E402
-
-cli.add_command(_legs_command)
+cli.add_lazy_command("legs", "hepwatch.cmd_legs:legs")  # type: ignore[attr-defined]
 
 
-from hepwatch.cmd_schema import schema as _schema  # noqa: E402
-
-cli.add_command(_schema)
+cli.add_lazy_command("schema", "hepwatch.cmd_schema:schema")  # type: ignore[attr-defined]
 
 
 def main() -> None:
