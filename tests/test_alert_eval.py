@@ -158,23 +158,25 @@ def test_quantiles_and_baselines() -> None:
 
 
 def test_group_counts_from_window_rows() -> None:
-    r = rule(kind="spike", window="5m", baseline_period="20m", group_by=["peer"])
+    r = rule(kind="spike", window="5m", baseline_period="20m", group_by=["peer"], min_count=3)
     assert r.baseline_windows == 4
-    a, b, c = {"peer": "a"}, {"peer": "b"}, {"peer": "c"}
+    a, b, c, d = {"peer": "a"}, {"peer": "b"}, {"peer": "c"}, {"peer": "d"}
     rows = [
         (a, 0, 4),
         (a, 1, 6),
         (a, 2, 5),
         (a, 3, 5),
         (a, 4, 40),  # current
-        (b, 4, 2),  # only now: baseline 0
+        (b, 4, 2),  # only now, below min_count: no baseline needed
+        (d, 4, 3),  # only now: baseline 0
         (c, 1, 9),  # only in the past: not a current group
         (a, 7, 99),  # outside the windows: ignored
     ]
     got = group_counts(r, rows)
-    assert set(got) == {group_key(a), group_key(b)}
+    assert set(got) == {group_key(a), group_key(b), group_key(d)}
     assert got[group_key(a)] == GroupCount(a, 40.0, 5.0)
-    assert got[group_key(b)] == GroupCount(b, 2.0, 0.0)
+    assert got[group_key(b)] == GroupCount(b, 2.0, None)
+    assert got[group_key(d)] == GroupCount(d, 3.0, 0.0)
     t = rule(threshold=1)
     assert group_counts(t, [({}, 0, 3), ({}, 0, 2)]) == {"{}": GroupCount({}, 5.0, None)}
 

@@ -107,7 +107,8 @@ def group_counts(
     """Per-group counts from (labels, window index, count) rows.
 
     Window `rule.baseline_windows` is the current one; 0 up to it are the baseline windows,
-    oldest first. Only groups with a count in the current window are returned.
+    oldest first. Only groups with a count in the current window are returned; their
+    baseline is None for threshold rules and for spikes below min_count.
     """
     current = rule.baseline_windows
     per_group: dict[str, tuple[dict[str, str], dict[int, float]]] = {}
@@ -121,8 +122,12 @@ def group_counts(
     for key, (labels, windows) in per_group.items():
         if current not in windows:
             continue
-        base = baseline_of(windows, current, rule.baseline) if rule.kind == "spike" else None
-        out[key] = GroupCount(labels, windows[current], base)
+        value = windows[current]
+        base = None
+        # Below min_count a spike cannot hold: its baseline is not needed (nor queried).
+        if rule.kind == "spike" and value >= rule.min_count:
+            base = baseline_of(windows, current, rule.baseline)
+        out[key] = GroupCount(labels, value, base)
     return out
 
 
