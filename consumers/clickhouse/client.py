@@ -68,8 +68,11 @@ def _connect_chdb(dsn: str, rest: str, settings: dict[str, Any] | None) -> Clien
         return clickhouse_connect.get_client(dsn=f"chdb://{path}", settings=settings)
     except Exception as exc:
         hint = ""
-        if "lock" in str(exc).lower():
+        text = str(exc).lower()
+        if "lock" in text:
             hint = " (another process has it open: chDB allows one process per directory)"
+        elif "already initialized" in text:
+            hint = " (this process has another chDB directory open: close that client first)"
         raise ClickHouseDsnError(f"cannot open chDB at {path}{hint}: {exc}") from exc
 
 

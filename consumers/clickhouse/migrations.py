@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_ENV = "HEPWATCH_MIGRATIONS_DIR"
 MIGRATIONS_TABLE = "schema_migrations"
+MAX_TTL_DAYS = 25_000
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9][a-z0-9_]*)\.sql$")
 _TTL_PLACEHOLDER_RE = re.compile(r"\{ttl_([a-z0-9_]+)_days\}")
 _CREATE_TABLE_RE = re.compile(
@@ -175,7 +176,14 @@ def render(sql: str, ttl: TtlConfig) -> str:
         if key not in TtlConfig.model_fields:
             known = ", ".join(f"{{ttl_{k}}}" for k in TtlConfig.model_fields)
             raise MigrationError(f"unknown placeholder {m.group(0)} (known: {known})")
-        return str(int(getattr(ttl, key)))
+        days = int(getattr(ttl, key))
+        if days > MAX_TTL_DAYS:
+            # toDateTime(t) + INTERVAL n DAY wraps past 2106: every row would expire at once.
+            raise MigrationError(
+                f"ttl.{key} = {days}: more than {MAX_TTL_DAYS} days passes the end of "
+                "ClickHouse DateTime (2106) and would expire every row at once"
+            )
+        return str(days)
 
     return _TTL_PLACEHOLDER_RE.sub(fill, sql)
 
