@@ -379,6 +379,9 @@ cli.add_lazy_command("legs", "hepwatch.cmd_legs:legs")  # type: ignore[attr-defi
 cli.add_lazy_command("schema", "hepwatch.cmd_schema:schema")  # type: ignore[attr-defined]
 
 
+cli.add_lazy_command("alerts", "hepwatch.cmd_alerts:alerts")  # type: ignore[attr-defined]
+
+
 def main() -> None:
     cli(prog_name="hepwatch")
 

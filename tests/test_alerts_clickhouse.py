@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,10 +163,11 @@ def glare_rule(**kw: Any) -> Rule:
     return rule
 
 
-def history_traffic() -> list[Record]:
+def history_traffic(e: float = E) -> list[Record]:
     """Two 491s per 5-minute window over the past hour from peers A and B (baseline 2),
     then a burst from A in the last three minutes: 20 491s on 10 calls, 5 retransmissions
-    (not counted), a 405 and a 491 to BYE (other rows); B sends 4."""
+    (not counted), a 405 and a 491 to BYE (other rows); B sends 4. `e` ends the window."""
+    E = e
     recs: list[Record] = []
     start = E - 300
     for w in range(12):
@@ -341,3 +347,94 @@ def test_preview_shows_values_and_states(ch: Client, receiver: AlertReceiver) ->
     b = views[(("peer", B),)]
     assert (b.value, b.limit, b.holds, b.state) == (4, 5, False, "inactive")
     assert receiver.alertmanager == []  # preview sends nothing
+
+
+SEED = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from history_db import insert_records, open_db
+from test_alerts_clickhouse import history_traffic
+client = open_db({db!r})
+insert_records(client, history_traffic((int(time.time()) // 60 + 1) * 60))
+client.close()
+"""
+
+RULES = """
+rules:
+  - name: glare
+    kind: spike
+    match: {status: 491, method: [INVITE, UPDATE]}
+    window: 5m
+    baseline_period: 1h
+    min_count: 5
+    group_by: [peer]
+"""
+
+
+def test_service_and_check_commands(tmp_path: Path, receiver: AlertReceiver) -> None:
+    """`hepwatch alerts` as a process over its own chDB directory: the spike reaches the
+    receiver; SIGTERM stops it; `hepwatch alerts check` then shows the alert firing."""
+    db = tmp_path / "db"
+    tests = str(Path(__file__).resolve().parent)
+    subprocess.run([sys.executable, "-c", SEED.format(tests=tests, db=str(db))], check=True)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPWATCH_")}
+    base = [sys.executable, "-m", "hepwatch.cli", "alerts", "--clickhouse", f"chdb://{db}"]
+    base += ["--rules", str(rules)]
+    notify = ["--alertmanager", receiver.url, "--webhook", receiver.url + "/hook"]
+    service = subprocess.Popen(
+        [*base, *notify, "--interval", "0.5"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not receiver.webhook and time.monotonic() < deadline and service.poll() is None:
+            time.sleep(0.2)
+        service.send_signal(signal.SIGTERM)
+        _, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert service.returncode == 0, err
+    assert "alerts: 1 rules against chdb://" in err
+    assert "alert FIRING glare" in err  # the log notifier
+    (hook,) = receiver.webhook
+    assert [a["group"] for a in hook["alerts"]] == [{"peer": A}]
+    assert receiver.alertmanager[0][0]["labels"]["peer"] == A
+    assert receiver.refused == []
+
+    check = subprocess.run(
+        [*base, "check", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+    out = json.loads(check.stdout)
+    (rule,) = out["rules"]
+    groups = {g["labels"]["peer"]: g for g in rule["groups"]}
+    assert groups[A]["state"] == FIRING and groups[A]["holds"] is True
+    assert groups[A]["value"] == 20 and groups[A]["baseline"] == 2
+    assert groups[B]["state"] == "inactive" and groups[B]["holds"] is False
+    assert [(h["from"], h["to"]) for h in out["history"]] == [("inactive", FIRING)]
+    text = subprocess.run(
+        [*base, "check"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert f"peer={A}: 20 (limit 6 baseline 2) HOLDS; firing since" in text
+
+
+def test_check_reports_bad_rules(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - name: x\n    kind: spike\n    match: {}\n    window: 90s\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEPWATCH_")}
+    cmd = [sys.executable, "-m", "hepwatch.cli", "alerts", "--rules", str(bad)]
+    result = subprocess.run(
+        [*cmd, "--clickhouse", f"chdb://{tmp_path}/db", "check"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f"{bad}: rule 'x': window: " in result.stderr

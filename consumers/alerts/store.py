@@ -245,6 +245,15 @@ class AlertStore:
 
     # -- state ----------------------------------------------------------------------------
 
+    def has_tables(self) -> bool:
+        """Whether alert_state and alert_history exist (migration 0003 applied)."""
+        sql = (
+            "SELECT count() FROM system.tables WHERE database = currentDatabase() "
+            "AND name IN ('alert_state', 'alert_history')"
+        )
+        with self._lock:
+            return int(self.client.query(sql).result_rows[0][0]) == 2
+
     def load_states(self) -> list[AlertState]:
         """The latest state of every (rule, group) on record."""
         sql = f"SELECT {', '.join(STATE_COLUMNS)} FROM alert_state FINAL"
