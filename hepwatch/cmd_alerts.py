@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,14 @@ def _query_url(settings: Any, explicit: str | None) -> str:
     help="Base of the alerts' generatorURL links (default: the query endpoint, query_http.listen).",
 )
 @click.option("--metrics", metavar="HOST:PORT", help="Serve Prometheus /metrics here.")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "data"]),
+    default="wall",
+    show_default=True,
+    help="Evaluate at the wall clock, or at the time of the newest data (moving on with the "
+    "wall clock after it): for captures replayed with their original times.",
+)
 @click.pass_context
 def alerts(
     ctx: click.Context,
@@ -105,6 +114,7 @@ def alerts(
     resend: float,
     query_url: str | None,
     metrics: str | None,
+    clock: str,
 ) -> None:
     """Evaluate the alert rules every interval against ClickHouse and notify Alertmanager,
     a webhook and the log; `hepwatch alerts check` shows the state.
@@ -145,6 +155,7 @@ def alerts(
         notifiers=notifiers_for(settings.alerts, resend_s=resend),
         resend_s=resend,
         query_url=_query_url(settings, query_url),
+        clock="data" if clock == "data" else time.time,
     )
     if metrics:
         from prometheus_client import start_http_server
@@ -212,11 +223,17 @@ def check(
     )
     from consumers.alerts.service import AlertEvaluator
 
-    now = _parse_at(at)
+    now = None if at == "data" else _parse_at(at)
     rule_list = _rules(settings.alerts.rules)
     client = _client(settings.clickhouse.dsn)
     try:
-        evaluator = AlertEvaluator(client, settings.alerts, rule_list, notifiers=[])
+        evaluator = AlertEvaluator(
+            client,
+            settings.alerts,
+            rule_list,
+            notifiers=[],
+            clock="data" if at == "data" else time.time,
+        )
         if not evaluator.store.has_tables():
             raise click.ClickException(
                 "no alert tables in this database: run `hepwatch schema apply` or the service"

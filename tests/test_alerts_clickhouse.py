@@ -24,7 +24,7 @@ from history_db import insert_records, open_db
 from consumers.alerts.evaluate import FIRING, PENDING, RESOLVED, GroupCount, group_key
 from consumers.alerts.notify import AlertmanagerNotifier, LogNotifier, WebhookNotifier
 from consumers.alerts.rules import Rule, parse_rules
-from consumers.alerts.service import AlertEvaluator
+from consumers.alerts.service import AlertEvaluator, DataClock
 from consumers.alerts.store import AlertStore
 from consumers.records import AnomalyRecord, MessageRecord, Record
 from hepwatch.config import AlertsConfig
@@ -438,3 +438,25 @@ def test_check_reports_bad_rules(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"{bad}: rule 'x': window: " in result.stderr
+
+
+def test_data_clock_follows_a_replayed_capture(ch: Client, receiver: AlertReceiver) -> None:
+    """Data from two hours ago: the data clock starts at its newest minute and moves on
+    with the wall clock, so the burst fires and later resolves."""
+    insert_records(ch, history_traffic())
+    store = AlertStore(ch)
+    wall = [5000.0]
+    clock = DataClock(store, wall=lambda: wall[0])
+    newest = E - 120  # the minute of the last burst message (E - 66)
+    assert clock() == pytest.approx(newest + 59.999)
+    ev = evaluator(ch, receiver, glare_rule())
+    ev.clock = clock
+    assert moves(ev.evaluate_once()) == [(A, "inactive", PENDING)]
+    wall[0] += 60
+    assert clock() == pytest.approx(newest + 119.999)
+    assert moves(ev.evaluate_once()) == [(A, PENDING, FIRING)]
+    wall[0] += 300
+    assert moves(ev.evaluate_once()) == [(A, FIRING, RESOLVED)]
+    # Newer data moves it to that data's time.
+    insert_records(ch, [message(E + 3600, B)])
+    assert clock() == pytest.approx(E + 3600 + 59.999)

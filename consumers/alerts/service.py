@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +65,32 @@ def notifiers_for(config: AlertsConfig, resend_s: float = 60.0) -> list[Notifier
     return out
 
 
+class DataClock:
+    """Evaluation time that follows the data: the end of the newest minute with messages,
+    moved on by the wall clock while no newer minute arrives.
+
+    For captures replayed with their original (past) times: the alerts fire as the data
+    comes in and resolve as its time passes after the replay ends. Live traffic keeps it
+    within a minute of the wall clock. `wall` is the wall clock (injectable for tests).
+    """
+
+    def __init__(self, store: AlertStore, wall: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.wall = wall
+        self._latest: float | None = None
+        self._seen_at = 0.0
+
+    def __call__(self) -> float:
+        latest = self.store.latest_minute()
+        wall = self.wall()
+        if latest is None:
+            return wall
+        latest += 59.999  # the newest minute counts as complete
+        if latest != self._latest:
+            self._latest, self._seen_at = latest, wall
+        return latest + (wall - self._seen_at)
+
+
 @dataclass(slots=True)
 class GroupView:
     """One group of one rule as `alerts check` shows it."""
@@ -88,7 +114,8 @@ class AlertEvaluator:
     Alertmanager hears about a firing alert again; firing alerts carry endsAt =
     now + 4 x max(interval, resend) so Alertmanager resolves them if hepwatch goes away.
     query_url: base of the generatorURL links (the query endpoint; `?query=` shows the
-    messages behind the alert).
+    messages behind the alert). clock: the evaluation time when `evaluate_once` is given
+    none: the wall clock, or "data" for a `DataClock` (replayed captures).
     """
 
     def __init__(
@@ -103,10 +130,16 @@ class AlertEvaluator:
         query_url: str = DEFAULT_QUERY_URL,
         evidence_top: int = 5,
         registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] | str = time.time,
     ) -> None:
         self.config = config
         self.rules = list(rules) if rules is not None else load_rules(config.rules)
         self.store = AlertStore(client, lock)
+        if isinstance(clock, str):
+            if clock != "data":
+                raise ValueError(f"clock {clock!r}: a callable or 'data'")
+            clock = DataClock(self.store)
+        self.clock: Callable[[], float] = clock
         self.notifiers = list(notifiers) if notifiers is not None else notifiers_for(config)
         self.expires_after_s = 4 * max(config.interval_s, resend_s)
         self.query_url = query_url.rstrip("/")
@@ -162,18 +195,18 @@ class AlertEvaluator:
     # -- one cycle ------------------------------------------------------------------------
 
     def evaluate_once(self, now: float | None = None) -> list[Transition]:
-        """Evaluate every rule at `now` (default: the wall clock), persist, notify.
+        """Evaluate every rule at `now` (default: the clock), persist, notify.
 
         Returns the transitions made. Query, write and delivery failures are logged and
         counted and retried on the next cycle; they never raise.
         """
-        now = time.time() if now is None else now
         self.stats["evaluations"] += 1
         self._m_evals.inc()
         try:
+            now = self.clock() if now is None else now
             states = self._load()
         except Exception:
-            log.exception("alerts: cannot load the alert state; evaluation skipped")
+            log.exception("alerts: cannot read the clock or the alert state; cycle skipped")
             self._error("load")
             return []
         transitions: list[Transition] = []

@@ -181,6 +181,13 @@ class AlertStore:
     def counts(self, rule: Rule, now: float) -> dict[str, GroupCount]:
         return group_counts(rule, self.count_rows(rule, now))
 
+    def latest_minute(self) -> float | None:
+        """The newest minute with any message (epoch seconds), None when there is none."""
+        sql = "SELECT max(minute), count() FROM sip_minute_counts"
+        with self._lock:
+            latest, rows = self.client.query(sql).result_rows[0]
+        return from_dt(latest) if rows else None
+
     # -- evidence -------------------------------------------------------------------------
 
     def messages_sql(
