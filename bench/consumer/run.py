@@ -9,7 +9,10 @@ and 200 in and out of the proxy, plus the proxy's 100 Trying), overlapping (one 
 millisecond of capture time, each lasting about two seconds), as HEPv3 bytes built before
 timing; the timed loop is what `hepwatch consume` does per record: HEP decode, observation,
 `Engine.feed` with every default detector. Memory: `--dialogs` calls set up and left
-established (INVITE, 200, ACK), then RSS growth divided by the number of live dialogs.
+established (INVITE, 200, ACK), one every `--spacing-us` of capture time (200 calls/s by
+default, so transactions expire while calls keep arriving, as in real traffic), then RSS
+growth divided by the number of live dialogs; and tracemalloc's live bytes per dialog on
+`--traced` dialogs built the same way.
 """
 
 from __future__ import annotations
@@ -114,42 +117,68 @@ def throughput(calls: int, detectors: bool, profile: bool) -> None:
         print(f"  anomalies on clean calls (should be none): {kinds}")
 
 
-def memory(dialogs: int) -> None:
+def _build_dialogs(engine: Engine, dialogs: int, spacing_us: int) -> None:
     template = _template(full=False)
     base = 1_700_000_000_000_000
-    engine = Engine(EngineConfig(emit_messages=False))
-    gc.collect()
-    before = _rss()
-    start = time.perf_counter()
     for i in range(dialogs):
-        for _ts, blob in _records(template, i, base + i * 100):
+        for _ts, blob in _records(template, i, base + i * spacing_us):
             engine.feed(from_hep(fast.decode(blob), "m", "p1"))
     # let every transaction pass its 64*T1 linger so only dialog state remains
     engine.advance_to(engine.stream_time + 40_000_000)
     gc.collect()
+
+
+def memory(dialogs: int, spacing_us: int, traced: int) -> None:
+    """RSS growth per live established dialog, and the bytes of live Python objects per
+    dialog (tracemalloc, on `traced` dialogs built the same way)."""
+    engine = Engine(EngineConfig(emit_messages=False))
+    gc.collect()
+    before = _rss()
+    start = time.perf_counter()
+    _build_dialogs(engine, dialogs, spacing_us)
     after = _rss()
     live = len(engine.tracker)
     print(
-        f"memory: {live:,} live established dialogs, RSS +{(after - before) / 2**20:,.0f} MiB"
+        f"memory: {live:,} live established dialogs (one new call every {spacing_us} us of"
+        f" capture time), RSS +{(after - before) / 2**20:,.0f} MiB"
         f" = {(after - before) / max(live, 1):,.0f} bytes per dialog"
-        f" (built in {time.perf_counter() - start:.0f} s)"
+        f" (built in {time.perf_counter() - start:.0f} s; load average"
+        f" {os.getloadavg()[0]:.2f})"
     )
+    del engine
+    if traced:
+        import tracemalloc
+
+        gc.collect()
+        tracemalloc.start()
+        engine = Engine(EngineConfig(emit_messages=False))
+        base_bytes = tracemalloc.get_traced_memory()[0]
+        _build_dialogs(engine, traced, spacing_us)
+        used = tracemalloc.get_traced_memory()[0] - base_bytes
+        tracemalloc.stop()
+        live = len(engine.tracker)
+        print(
+            f"memory: live Python objects {used / max(live, 1):,.0f} bytes per dialog"
+            f" ({live:,} dialogs, tracemalloc)"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--dialogs", type=int, default=1_000_000)
+    ap.add_argument("--spacing-us", type=int, default=5000, help="capture time between calls")
+    ap.add_argument("--traced", type=int, default=20000, help="dialogs built under tracemalloc")
     ap.add_argument("--no-detectors", action="store_true", help="engine core only")
     ap.add_argument("--profile", action="store_true", help="cProfile the timed loop")
     ap.add_argument("--repeat", type=int, default=1, help="throughput runs")
     args = ap.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus")
     tune_gc()
-    for _ in range(args.repeat):
+    for _ in range(args.repeat if args.calls else 0):
         throughput(args.calls, not args.no_detectors, args.profile)
     if args.dialogs:
-        memory(args.dialogs)
+        memory(args.dialogs, args.spacing_us, args.traced)
 
 
 if __name__ == "__main__":
