@@ -371,6 +371,7 @@ def analyze(
 
 
 cli.add_lazy_command("sql", "hepwatch.cmd_sql:sql")  # type: ignore[attr-defined]
+cli.add_lazy_command("flow", "hepwatch.cmd_flow:flow")  # type: ignore[attr-defined]
 
 
 cli.add_lazy_command("legs", "hepwatch.cmd_legs:legs")  # type: ignore[attr-defined]
