@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,9 +84,8 @@ def _query_url(settings: Any, explicit: str | None) -> str:
 @click.option(
     "--resend",
     type=click.FloatRange(min=1),
-    default=60.0,
-    show_default=True,
-    help="Seconds between re-sends of a firing alert to Alertmanager.",
+    help="Seconds between re-sends of a firing alert to Alertmanager "
+    "(default alerts.resend_interval_s, 60).",
 )
 @click.option(
     "--query-url",
@@ -98,10 +96,9 @@ def _query_url(settings: Any, explicit: str | None) -> str:
 @click.option(
     "--clock",
     type=click.Choice(["wall", "data"]),
-    default="wall",
-    show_default=True,
     help="Evaluate at the wall clock, or at the time of the newest data (moving on with the "
-    "wall clock after it): for captures replayed with their original times.",
+    "wall clock after it): for captures replayed with their original times "
+    "(default alerts.clock, wall).",
 )
 @click.pass_context
 def alerts(
@@ -111,10 +108,10 @@ def alerts(
     alertmanager: str | None,
     webhook: str | None,
     interval: float | None,
-    resend: float,
+    resend: float | None,
     query_url: str | None,
     metrics: str | None,
-    clock: str,
+    clock: str | None,
 ) -> None:
     """Evaluate the alert rules every interval against ClickHouse and notify Alertmanager,
     a webhook and the log; `hepwatch alerts check` shows the state.
@@ -135,10 +132,12 @@ def alerts(
                 "alertmanager_url": alertmanager,
                 "webhook_url": webhook,
                 "interval_s": interval,
+                "resend_interval_s": resend,
+                "clock": clock,
             },
         },
     )
-    from consumers.alerts.service import AlertEvaluator, notifiers_for
+    from consumers.alerts.service import AlertEvaluator
     from consumers.clickhouse.client import describe_dsn
     from consumers.clickhouse.migrations import MigrationError, apply_migrations
 
@@ -152,10 +151,7 @@ def alerts(
         client,
         settings.alerts,
         rule_list,
-        notifiers=notifiers_for(settings.alerts, resend_s=resend),
-        resend_s=resend,
         query_url=_query_url(settings, query_url),
-        clock="data" if clock == "data" else time.time,
     )
     if metrics:
         from prometheus_client import start_http_server
@@ -232,7 +228,7 @@ def check(
             settings.alerts,
             rule_list,
             notifiers=[],
-            clock="data" if at == "data" else time.time,
+            clock="data" if at == "data" else "wall",
         )
         if not evaluator.store.has_tables():
             raise click.ClickException(

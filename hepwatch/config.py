@@ -186,6 +186,10 @@ class AlertsConfig(_Section):
     alertmanager_url: str | None = None  # e.g. http://127.0.0.1:9093 (v2 API)
     webhook_url: str | None = None
     log: bool = True
+    resend_interval_s: float = Field(60.0, gt=0)  # Alertmanager hears of firing alerts again
+    # wall: evaluate at the wall clock; data: at the newest data's time, moving on with the
+    # wall clock after it (for captures replayed with their original times).
+    clock: str = Field("wall", pattern="^(wall|data)$")
 
 
 class RunConfig(_Section):

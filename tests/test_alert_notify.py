@@ -74,6 +74,7 @@ def test_alertmanager_alert_shape() -> None:
     assert ann["top_anomalies"] == "glare_491 (4)"
     assert (ann["value"], ann["baseline"], ann["threshold"]) == ("42", "3", "10")
     assert alertmanager_problems([alert]) == []
+    assert "generatorURL" not in alertmanager_alert(note(generator_url=""))
     assert alertmanager_problems([{"labels": {}}]) == ["0: labels missing or empty"]
 
 

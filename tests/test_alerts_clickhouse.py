@@ -450,6 +450,8 @@ def test_data_clock_follows_a_replayed_capture(ch: Client, receiver: AlertReceiv
     newest = E - 120  # the minute of the last burst message (E - 66)
     assert clock() == pytest.approx(newest + 59.999)
     ev = evaluator(ch, receiver, glare_rule())
+    assert ev.clock is time.time  # config.clock "wall"
+    assert isinstance(AlertEvaluator(ch, AlertsConfig(clock="data"), []).clock, DataClock)
     ev.clock = clock
     assert moves(ev.evaluate_once()) == [(A, "inactive", PENDING)]
     wall[0] += 60

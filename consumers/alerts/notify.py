@@ -59,8 +59,9 @@ def alertmanager_alert(n: Notification) -> dict[str, Any]:
         "labels": n.labels,
         "annotations": annotations,
         "startsAt": rfc3339(n.starts_at),
-        "generatorURL": n.generator_url,
     }
+    if n.generator_url:
+        alert["generatorURL"] = n.generator_url
     if n.ends_at is not None:
         alert["endsAt"] = rfc3339(n.ends_at)
     return alert

@@ -53,8 +53,9 @@ log = logging.getLogger("hepwatch.alerts")
 DEFAULT_QUERY_URL = "http://127.0.0.1:8123"  # query_http.listen's default
 
 
-def notifiers_for(config: AlertsConfig, resend_s: float = 60.0) -> list[Notifier]:
+def notifiers_for(config: AlertsConfig, resend_s: float | None = None) -> list[Notifier]:
     """The notifiers the configuration asks for."""
+    resend_s = config.resend_interval_s if resend_s is None else resend_s
     out: list[Notifier] = []
     if config.alertmanager_url:
         out.append(AlertmanagerNotifier(config.alertmanager_url, resend_s=resend_s))
@@ -111,11 +112,13 @@ class AlertEvaluator:
     held around every query and insert (a `threading.Lock` shared with other users of the
     same chDB client), or None. rules: None loads `config.rules` (the shipped defaults when
     that is None). notifiers: None builds them from the config. resend_s: how often
-    Alertmanager hears about a firing alert again; firing alerts carry endsAt =
-    now + 4 x max(interval, resend) so Alertmanager resolves them if hepwatch goes away.
+    Alertmanager hears about a firing alert again (default config.resend_interval_s); firing
+    alerts carry endsAt = now + 4 x max(interval, resend) so Alertmanager resolves them if
+    hepwatch goes away.
     query_url: base of the generatorURL links (the query endpoint; `?query=` shows the
-    messages behind the alert). clock: the evaluation time when `evaluate_once` is given
-    none: the wall clock, or "data" for a `DataClock` (replayed captures).
+    messages behind the alert; "" for none). clock: the evaluation time when
+    `evaluate_once` is given none: a callable, "wall", or "data" for a `DataClock`
+    (replayed captures); default config.clock.
     """
 
     def __init__(
@@ -126,21 +129,25 @@ class AlertEvaluator:
         *,
         lock: AbstractContextManager[Any] | None = None,
         notifiers: Sequence[Notifier] | None = None,
-        resend_s: float = 60.0,
+        resend_s: float | None = None,
         query_url: str = DEFAULT_QUERY_URL,
         evidence_top: int = 5,
         registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] | str = time.time,
+        clock: Callable[[], float] | str | None = None,
     ) -> None:
         self.config = config
         self.rules = list(rules) if rules is not None else load_rules(config.rules)
         self.store = AlertStore(client, lock)
+        clock = config.clock if clock is None else clock
         if isinstance(clock, str):
-            if clock != "data":
-                raise ValueError(f"clock {clock!r}: a callable or 'data'")
-            clock = DataClock(self.store)
+            if clock not in ("wall", "data"):
+                raise ValueError(f"clock {clock!r}: a callable, 'wall' or 'data'")
+            clock = DataClock(self.store) if clock == "data" else time.time
         self.clock: Callable[[], float] = clock
-        self.notifiers = list(notifiers) if notifiers is not None else notifiers_for(config)
+        resend_s = config.resend_interval_s if resend_s is None else resend_s
+        self.notifiers = (
+            list(notifiers) if notifiers is not None else notifiers_for(config, resend_s)
+        )
         self.expires_after_s = 4 * max(config.interval_s, resend_s)
         self.query_url = query_url.rstrip("/")
         self.evidence_top = evidence_top
@@ -256,8 +263,9 @@ class AlertEvaluator:
         else:
             _, start_i, end_i = window_bounds(rule, now)
             start, end = float(start_i), float(end_i)
-        sql = self.store.messages_sql(rule, state.labels, start, end)
-        note.generator_url = f"{self.query_url}/?query={urllib.parse.quote(sql)}"
+        if self.query_url:
+            sql = self.store.messages_sql(rule, state.labels, start, end)
+            note.generator_url = f"{self.query_url}/?query={urllib.parse.quote(sql)}"
         try:
             note.evidence = self.store.evidence(rule, state.labels, start, end, self.evidence_top)
         except Exception:
