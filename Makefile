@@ -30,7 +30,7 @@ debs:
 	else echo "not root: skipping Debian packages (end-to-end tests skip without kamailio and sipp)"; fi
 
 run: $(STAMP)
-	$(BIN)/hepwatch collect
+	$(BIN)/hepwatch run
 
 test: $(STAMP) debs
 	$(BIN)/ruff check .

@@ -383,6 +383,9 @@ cli.add_lazy_command("schema", "hepwatch.cmd_schema:schema")  # type: ignore[att
 cli.add_lazy_command("alerts", "hepwatch.cmd_alerts:alerts")  # type: ignore[attr-defined]
 
 
+cli.add_lazy_command("run", "hepwatch.cmd_run:run")  # type: ignore[attr-defined]
+
+
 def main() -> None:
     cli(prog_name="hepwatch")
 
