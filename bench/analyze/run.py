@@ -598,6 +598,7 @@ def main() -> int:
             f"{cpu_ratio:.2f}x (CPU); target >= 5x: {verdict}"
         )
 
+    print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     hw = json.loads(hw_out.read_text())
     sd = json.loads(sd_out.read_text()) if sd_runs and sd_rc == 0 else None
     st = hw["stats"]
