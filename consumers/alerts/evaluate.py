@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -91,9 +91,10 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-def baseline_of(window_counts: Mapping[int, float], windows: int, method: str) -> float:
-    """The baseline over `windows` windows numbered 0..windows-1; missing windows count 0."""
-    values = [float(window_counts.get(i, 0.0)) for i in range(windows)]
+def baseline_of(past: Sequence[float], windows: int, method: str) -> float:
+    """The baseline of `windows` windows, `past` holding the counts of those that had
+    messages (in any order); the others count 0."""
+    values = [float(v) for v in past] + [0.0] * (windows - len(past))
     if not values:
         return 0.0
     if method == "mean":
@@ -102,32 +103,22 @@ def baseline_of(window_counts: Mapping[int, float], windows: int, method: str) -
 
 
 def group_counts(
-    rule: Rule, rows: Iterable[tuple[dict[str, str], int, float]]
+    rule: Rule, rows: Iterable[tuple[dict[str, str], float, Sequence[float]]]
 ) -> dict[str, GroupCount]:
-    """Per-group counts from (labels, window index, count) rows.
+    """Per-group counts from (labels, count in the current window, counts of the baseline
+    windows that had messages) rows, one per group.
 
-    Window `rule.baseline_windows` is the current one; 0 up to it are the baseline windows,
-    oldest first. Only groups with a count in the current window are returned; their
-    baseline is None for threshold rules and for spikes below min_count.
+    Groups without messages in the current window are left out; the baseline is None for
+    threshold rules and for spikes below min_count (they cannot hold, so it is not needed).
     """
-    current = rule.baseline_windows
-    per_group: dict[str, tuple[dict[str, str], dict[int, float]]] = {}
-    for labels, window, count in rows:
-        if not 0 <= window <= current:
-            continue
-        key = group_key(labels)
-        entry = per_group.setdefault(key, (labels, {}))
-        entry[1][window] = entry[1].get(window, 0.0) + float(count)
     out: dict[str, GroupCount] = {}
-    for key, (labels, windows) in per_group.items():
-        if current not in windows:
+    for labels, value, past in rows:
+        if value <= 0:
             continue
-        value = windows[current]
         base = None
-        # Below min_count a spike cannot hold: its baseline is not needed (nor queried).
         if rule.kind == "spike" and value >= rule.min_count:
-            base = baseline_of(windows, current, rule.baseline)
-        out[key] = GroupCount(labels, value, base)
+            base = baseline_of(past, rule.baseline_windows, rule.baseline)
+        out[group_key(labels)] = GroupCount(labels, float(value), base)
     return out
 
 

@@ -132,9 +132,10 @@ class AlertStore:
 
     # -- counts ---------------------------------------------------------------------------
 
-    def count_rows(self, rule: Rule, now: float) -> list[tuple[dict[str, str], int, float]]:
-        """(group labels, window index, count) for the current window and the baseline
-        windows; baseline rows only for groups whose current count could hold."""
+    def count_rows(self, rule: Rule, now: float) -> list[tuple[dict[str, str], float, list[float]]]:
+        """One row per group: (labels, count in the current window, counts of the baseline
+        windows that had messages). Baseline windows are read only for the groups whose
+        current count reaches min_count (the others cannot hold)."""
         base_start, start, end = window_bounds(rule, now)
         terms, params = match_filter(rule, None, messages=False)
         value = "sum(messages)" if rule.match.retransmissions else "sum(messages - retransmissions)"
@@ -147,7 +148,6 @@ class AlertStore:
             "minute < toDateTime({end:UInt32}, 'UTC')",
         ]
         if current and cols:
-            # Only groups over min_count now can hold: their baselines alone are needed.
             tup = "(" + ", ".join(cols) + ")"
             inner = " AND ".join(
                 [
@@ -157,15 +157,21 @@ class AlertStore:
                 ]
             )
             where.append(
-                f"(w = {{cur:UInt32}} OR {tup} IN (SELECT {', '.join(cols)} FROM "
-                f"sip_minute_counts WHERE {inner} GROUP BY {', '.join(cols)} "
-                f"HAVING {value} >= {{min_count:UInt64}}))"
+                f"(minute >= toDateTime({{start:UInt32}}, 'UTC') OR {tup} IN (SELECT "
+                f"{', '.join(cols)} FROM sip_minute_counts WHERE {inner} "
+                f"GROUP BY {', '.join(cols)} HAVING {value} >= {{min_count:UInt64}}))"
             )
             params["min_count"] = rule.min_count
-        select = ", ".join([*cols, "intDiv(toUInt32(minute) - {base:UInt32}, {win:UInt32}) AS w"])
+        window = "intDiv(toUInt32(minute) - {base:UInt32}, {win:UInt32}) AS w"
+        per_window = (
+            f"SELECT {', '.join([*cols, window])}, {value} AS n FROM sip_minute_counts "
+            f"WHERE {' AND '.join(where)} GROUP BY {', '.join([*cols, 'w'])}"
+        )
+        group_by = f" GROUP BY {', '.join(cols)}" if cols else ""
         sql = (
-            f"SELECT {select}, {value} AS n FROM sip_minute_counts WHERE {' AND '.join(where)} "
-            f"GROUP BY {', '.join([*cols, 'w'])} HAVING n > 0"
+            f"SELECT {''.join(c + ', ' for c in cols)}sumIf(n, w = {{cur:UInt32}}) AS value, "
+            f"groupArrayIf(n, w < {{cur:UInt32}} AND n > 0) AS past "
+            f"FROM ({per_window}){group_by} HAVING value > 0"
         )
         with self._lock:
             rows = self.client.query(sql, parameters=params).result_rows
@@ -175,7 +181,7 @@ class AlertStore:
                 col: peer_text(v) if col == "peer" else str(v)
                 for col, v in zip(cols, row, strict=False)
             }
-            out.append((labels, int(row[-2]), float(row[-1])))
+            out.append((labels, float(row[-2]), [float(x) for x in row[-1]]))
         return out
 
     def counts(self, rule: Rule, now: float) -> dict[str, GroupCount]:
