@@ -32,6 +32,7 @@ from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
 from consumers.checkpoint import Checkpoint, CheckpointStore, PartitionOutput
 from consumers.engine import Engine, EngineConfig
+from consumers.legs.stage import LegPublisher, start_legs_thread
 from consumers.observation import Observation, from_hep
 from consumers.records import Record
 from consumers.tracking.tracker import TrackerConfig
@@ -77,11 +78,14 @@ class PartitionWorker:
     output: PartitionOutput
     next_offset: int | None = None  # None: whatever Kafka says (committed or earliest)
     last_wall: float = field(default_factory=time.time)
+    legs: LegPublisher | None = None  # leg facts to the C.12 second stage
 
     def emit(self, records: list[Record], metrics: ConsumerMetrics) -> None:
         if not records:
             return
         self.output.write(records)
+        if self.legs is not None:
+            self.legs.publish(records)
         for rec in records:
             metrics.records_out.labels(rec.kind).inc()
             if rec.kind == "anomaly":
@@ -102,6 +106,7 @@ class ConsumerService:
         self._consumer: Consumer | None = None
         self._last_checkpoint = time.monotonic()
         self.assigned_once = threading.Event()
+        self.legs = LegPublisher(settings, self.registry)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -167,6 +172,7 @@ class ConsumerService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             worker = self._restore(tp.topic, tp.partition)
+            worker.legs = self.legs
             self.workers[tp.partition] = worker
             if worker.next_offset is not None:
                 tp.offset = worker.next_offset
@@ -201,6 +207,8 @@ class ConsumerService:
     def _checkpoint(self, worker: PartitionWorker) -> None:
         if worker.next_offset is None:
             return
+        if not self.legs.flush():
+            return  # a checkpoint must not cover leg facts that are not in Kafka yet
         size = worker.output.sync()
         self.store.save(
             worker.topic, worker.partition, Checkpoint(worker.next_offset, size, worker.engine)
@@ -290,6 +298,9 @@ def run_service(settings: Settings) -> None:
 
     tune_gc()
     service = ConsumerService(settings)
+    legs = None
+    if settings.consumer.legs_stage:  # the C.12 second stage, in a thread of this process
+        legs = start_legs_thread(settings, service.registry, on_error=service.stop)
     loop_thread: threading.Thread | None = None
     if settings.consumer.metrics_listen:
         host, port = parse_host_port(settings.consumer.metrics_listen)
@@ -308,10 +319,16 @@ def run_service(settings: Settings) -> None:
     def _signal(signum: int, _frame: object) -> None:
         log.info("signal %d: checkpointing and stopping", signum)
         service.stop()
+        if legs is not None:
+            legs.stop()
 
     signal.signal(signal.SIGTERM, _signal)
     signal.signal(signal.SIGINT, _signal)
-    service.run()
+    try:
+        service.run()
+    finally:
+        if legs is not None:
+            legs.close()
 
 
 __all__ = ["ConsumerService", "run_service"]

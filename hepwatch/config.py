@@ -136,6 +136,12 @@ class ConsumerConfig(_Section):
     t1_ms: int = Field(500, ge=1)
     max_calls_per_partition: int = Field(1_000_000, ge=100)
     metrics_listen: str | None = "127.0.0.1:9097"
+    # C.12 second stage (consumers/legs/stage.py): leg facts go to legs_topic ("" means
+    # "<kafka.topic>.legs", created with legs_partitions, 0 = as many as the HEP topic), read
+    # by group "<group>.legs"; consume runs that stage in a thread unless legs_stage is false.
+    legs_topic: str = ""
+    legs_partitions: int = Field(0, ge=0)
+    legs_stage: bool = True
 
     @field_validator("sink")
     @classmethod
