@@ -3,13 +3,15 @@ a restart continues a call; a stop stores everything accepted; one process per d
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from run_proc import RunProc, hep_packets, now_shift
+from run_proc import HEPWATCH, RunProc, hep_packets, now_shift
 from sipflow import Flow
 
 from consumers.engine import Engine, EngineConfig
@@ -87,6 +89,16 @@ def test_udp_and_tcp_calls_land_in_clickhouse(run: RunProc) -> None:
     dialogs = run.rows("SELECT call_id, state, end_reason FROM dialogs ORDER BY call_id")
     assert {d["call_id"] for d in dialogs} == {f.call_id for f in flows}
     assert {d["end_reason"] for d in dialogs} == {"bye"}
+
+    # `hepwatch sql --server` reads the live instance (saved queries included).
+    out = subprocess.run(
+        [HEPWATCH, "sql", "--server", run.query_url, "--format", "json",
+         "SELECT call_id, count() AS n FROM sip_messages WHERE call_id = {c:String} "
+         "GROUP BY call_id", "--param", "c=tcp-1@test"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    per_call = sum(1 for r in expected if r.kind == "message" and r.call_id == "tcp-1@test")
+    assert json.loads(out) == [{"call_id": "tcp-1@test", "n": per_call}]
 
     # The metrics endpoint counts what the listeners took and the queue carried.
     import urllib.request
