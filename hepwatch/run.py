@@ -62,6 +62,7 @@ from consumers.clickhouse.sink import ClickHouseSink, SinkFlushError
 from consumers.engine import Engine, EngineConfig
 from consumers.observation import Observation, from_hep
 from consumers.records import Record
+from consumers.runtime import tune_gc
 from consumers.service import ConsumerMetrics
 from consumers.tracking.tracker import TrackerConfig
 from hepwatch.config import ListenAddress, Settings, parse_host_port
@@ -409,6 +410,7 @@ class RunService:
         registry = CollectorRegistry()
 
         # chDB, the schema, the sink; the engine restored from its checkpoint.
+        tune_gc()  # as `consume`: the engine holds many small long-lived objects
         check_not_in_use(chdb_dir)
         self._client = connect(f"chdb://{chdb_dir}")
         with self.chdb_lock:

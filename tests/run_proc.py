@@ -145,14 +145,15 @@ class RunProc:
         return len(data)
 
     def metric(self, name: str) -> float:
-        """The value of an unlabelled metric on the metrics endpoint (0 when absent)."""
+        """The sum of a metric's samples (every label set) on the metrics endpoint."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        total = 0.0
         with urllib.request.urlopen(url, timeout=10) as resp:
             for line in resp.read().decode().splitlines():
-                key, _, value = line.partition(" ")
-                if key == name:
-                    return float(value)
-        return 0.0
+                key, _, value = line.rpartition(" ")
+                if key == name or key.startswith(name + "{"):
+                    total += float(value)
+        return total
 
     # -- queries ---------------------------------------------------------------------------
 
