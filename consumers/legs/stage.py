@@ -23,7 +23,9 @@ the first stage (one engine per HEP-topic partition) cannot see them together:
   `consumer.legs_stage` is false (`--no-legs-stage`); `hepwatch legs` runs it alone
   (`run_legs_service`).
 
-Limits: see `consumers.legs.codec` for which legs meet under the key. Decisions made when an
+Limits: see `consumers.legs.codec` for which legs meet under the key. The stage writes to
+`jsonl:DIR` sinks only so far: with a ClickHouse sink consume logs a warning and does not
+start it (`hepwatch legs` refuses), the leg facts wait in the legs topic. Decisions made when an
 idle partition followed the wall clock depend on when facts arrived, so a replay after a
 crash may decide a borderline case differently (as the first stage's wall-clock timers).
 A permanent delivery failure (not a broker outage, which is waited out) stops checkpoints of
@@ -217,7 +219,13 @@ class LegStage:
         self.topic = legs_topic(settings)
         self.group = legs_group(settings)
         self.store = CheckpointStore(c.state_dir)
-        out_dir = Path(c.sink.partition(":")[2])
+        scheme, _, target = c.sink.partition(":")
+        if output is None and scheme != "jsonl":
+            raise ValueError(
+                f"the legs stage writes to jsonl:DIR sinks only so far, not {scheme}: "
+                "its leg facts stay in the legs topic"
+            )
+        out_dir = Path(target)
         self._output = output or (lambda topic, p: PartitionOutput(out_dir, topic, p))
         self.registry = registry or CollectorRegistry()
         self.metrics = LegStageMetrics(self.registry)
@@ -446,8 +454,14 @@ class LegStageThread:
 
 def start_legs_thread(
     settings: Settings, registry: CollectorRegistry, on_error: Callable[[], None] | None = None
-) -> LegStageThread:
-    return LegStageThread(LegStage(settings, registry), on_error)
+) -> LegStageThread | None:
+    """The stage in a thread; None (and a warning) for a sink it cannot write yet."""
+    try:
+        stage = LegStage(settings, registry)
+    except ValueError as exc:
+        log.warning("C.12 cross-leg stage not started: %s", exc)
+        return None
+    return LegStageThread(stage, on_error)
 
 
 def run_legs_service(settings: Settings) -> None:
