@@ -386,6 +386,8 @@ def _resolve(args: list[str]) -> tuple[list[str], click.Context]:
     path: list[str] = []
     while isinstance(command, click.Group):
         rest = [*ctx._protected_args, *ctx.args]
+        if not rest and command.invoke_without_command:
+            break  # a group that runs on its own (`hepwatch alerts` is the service)
         assert rest, f"no subcommand in {args}"
         name, sub, rest = command.resolve_command(ctx, rest)
         assert sub is not None and name is not None
