@@ -344,9 +344,15 @@ def _numbered(call: Call, n: int) -> list[Observation]:
     ]
 
 
-def write_capture(calls: list[Call], path: Path) -> int:
-    """HEPv3 over UDP from the proxy to the collector, as a tap on that link sees it."""
-    obs = sorted((o for n, c in enumerate(calls) for o in _numbered(c, n)), key=lambda o: o.ts_us)
+def write_capture(calls: list[Call], path: Path, number_from: int = 0) -> int:
+    """HEPv3 over UDP from the proxy to the collector, as a tap on that link sees it.
+
+    Callers and callees get numbers `number_from`, `number_from + 1`, ... in call order;
+    captures meant for the same collector should not reuse them."""
+    obs = sorted(
+        (o for n, c in enumerate(calls, number_from) for o in _numbered(c, n)),
+        key=lambda o: o.ts_us,
+    )
     with open(path, "wb") as fh:
         w = dpkt.pcap.Writer(fh)
         for n, o in enumerate(obs):
@@ -368,3 +374,25 @@ def write_capture(calls: list[Call], path: Path) -> int:
             frame = _udp_frame((PROXY[0], 44000 + n % 8), COLLECTOR, encode_v3(pkt), n)
             w.writepkt(frame, ts=(o.ts_us + 150) / 1_000_000)  # the mirror's send delay
     return len(obs)
+
+
+# --- placing calls in time -----------------------------------------------------------------------
+
+
+def shift_call(call: Call, seconds: float) -> Call:
+    """Move every copy of the call `seconds` later (earlier when negative)."""
+    dt = round(seconds * 1_000_000)
+    call.flow.obs = [replace(o, ts_us=o.ts_us + dt) for o in call.flow.obs]
+    return call
+
+
+def response_times(call: Call, status: int) -> list[float]:
+    """Capture times (epoch seconds) of the copies of the call's responses with `status`."""
+    head = f"SIP/2.0 {status} ".encode()
+    return [o.ts_us / 1e6 for o in call.flow.obs if o.payload.startswith(head)]
+
+
+def time_span(call: Call) -> tuple[float, float]:
+    """The first and last capture times of the call (epoch seconds)."""
+    times = [o.ts_us for o in call.flow.obs]
+    return min(times) / 1e6, max(times) / 1e6
