@@ -129,6 +129,13 @@ MESSAGE_COLUMNS = (
 def message_columns(recs: list[MessageRecord], ip: AddressPacker) -> list[list[Any]]:
     obs = [r.observations for r in recs]
     ipcol = ip.column
+    if isinstance(ip, AddressPacker):
+        get, miss = ip._cache.get, ip._miss  # inlined: two lookups per observation
+        obs_src = [[get(o.src_ip) or miss(o.src_ip) for o in os] for os in obs]
+        obs_dst = [[get(o.dst_ip) or miss(o.dst_ip) for o in os] for os in obs]
+    else:
+        obs_src = [ipcol([o.src_ip for o in os]) for os in obs]
+        obs_dst = [ipcol([o.dst_ip for o in os]) for os in obs]
     return [
         [r.id for r in recs],
         [r.event_time_us for r in recs],
@@ -166,9 +173,9 @@ def message_columns(recs: list[MessageRecord], ip: AddressPacker) -> list[list[A
         [r.correlation_id for r in recs],
         [r.x_cid for r in recs],
         [[o.ts_us for o in os] for os in obs],
-        [ipcol([o.src_ip for o in os]) for os in obs],
+        obs_src,
         [[o.src_port for o in os] for os in obs],
-        [ipcol([o.dst_ip for o in os]) for os in obs],
+        obs_dst,
         [[o.dst_port for o in os] for os in obs],
         [[o.hop for o in os] for os in obs],
         [[o.ref for o in os] for os in obs],
