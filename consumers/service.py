@@ -2,10 +2,22 @@
 
 One consumer group; each assigned partition gets its own `Engine`, restored from its
 checkpoint (state, next offset, output length; see `checkpoint.py`) when one exists, so a
-restarted or reassigned consumer resumes the calls that started before. Offsets are
-committed only after the output and the checkpoint are on disk (every
-`checkpoint_interval_s`, on revocation and on shutdown): at-least-once input, and the
-output truncation on restore makes the output exactly-once.
+restarted or reassigned consumer resumes the calls that started before. Records go to the
+output of `consumer.sink` (`outputs.py`: JSON lines per partition, or ClickHouse). Every
+`checkpoint_interval_s`, on revocation and on shutdown, in this order: the output is
+flushed (fsync, or INSERTs acknowledged), the checkpoint is written, the offsets are
+committed. Input is at-least-once; the output is exactly-once: JSON-lines files are
+truncated to the checkpoint on restore, and ClickHouse rows carry their source partition
+and offset, so a restored partition skips the ids already stored (`sink.resume`).
+
+ClickHouse unavailable (connect, migrations, resume or an INSERT fails): every assigned
+partition is paused (no fetching, no wall-clock timers, no checkpoint, no commit), what is
+buffered is kept, and the flush is retried with a doubling backoff from
+`clickhouse.retry_backoff_s` up to 16 times it. The loop keeps polling, so the consumer
+stays in its group; lag and `hepwatch_consumer_sink_paused` show the outage. When a flush
+succeeds the partitions resume from the first offset not yet processed. A partition revoked
+while ClickHouse is down is not committed: its unstored records are dropped here and
+replayed by its next owner from the checkpoint.
 
 Stream time is event time; a partition that received nothing for `idle_advance_s` has its
 stream time moved on by the wall clock, so timers (missing ACK, session expiry) still fire
@@ -30,10 +42,11 @@ from prometheus_client.registry import CollectorRegistry
 from collector.hep import fast
 from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
-from consumers.checkpoint import Checkpoint, CheckpointStore, PartitionOutput
+from consumers.checkpoint import Checkpoint, CheckpointStore
 from consumers.engine import Engine, EngineConfig
 from consumers.legs.stage import LegPublisher, start_legs_thread
 from consumers.observation import Observation, from_hep
+from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
 from consumers.records import Record
 from consumers.tracking.tracker import TrackerConfig
 from hepwatch.config import Settings
@@ -68,6 +81,16 @@ class ConsumerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
             registry=registry,
         )
+        self.sink_failures = Counter(
+            p + "sink_failures",
+            "Failed attempts to store records (connect, migrate, resume or insert)",
+            registry=registry,
+        )
+        self.sink_paused = Gauge(
+            p + "sink_paused",
+            "1 while fetching is paused because the sink cannot store records",
+            registry=registry,
+        )
 
 
 @dataclass
@@ -75,15 +98,19 @@ class PartitionWorker:
     topic: str
     partition: int
     engine: Engine
-    output: PartitionOutput
+    output: Outputs
     next_offset: int | None = None  # None: whatever Kafka says (committed or earliest)
     last_wall: float = field(default_factory=time.time)
     legs: LegPublisher | None = None  # leg facts to the C.12 second stage
 
-    def emit(self, records: list[Record], metrics: ConsumerMetrics) -> None:
+    def emit(self, records: list[Record], metrics: ConsumerMetrics, idle: bool = False) -> None:
         if not records:
             return
-        self.output.write(records)
+        # Source position stamped on the rows (ClickHouse): the last offset consumed, or for
+        # records emitted while idle the next one, so every row written after a checkpoint
+        # at offset N is stamped >= N and a restore at N finds it.
+        nxt = self.next_offset
+        self.output.write(self.partition, 0 if nxt is None else nxt - (not idle), records)
         if self.legs is not None:
             self.legs.publish(records)
         for rec in records:
@@ -98,6 +125,7 @@ class ConsumerService:
         c = settings.consumer
         self.store = CheckpointStore(c.state_dir)
         self.output_dir = Path(c.sink.partition(":")[2])
+        self.output = outputs_for(c.sink, settings.clickhouse)
         self.registry = registry or CollectorRegistry()
         self.metrics = ConsumerMetrics(self.registry)
         self.workers: dict[int, PartitionWorker] = {}
@@ -106,6 +134,12 @@ class ConsumerService:
         self._consumer: Consumer | None = None
         self._last_checkpoint = time.monotonic()
         self.assigned_once = threading.Event()
+        # Paused: the sink failed; fetching stops until a retried flush succeeds.
+        self.paused = False
+        self._retry_at = 0.0
+        self._retry_delay = 0.0
+        self._failures_in_streak = 0
+        self._paused_since = 0.0
         self.legs = LegPublisher(settings, self.registry)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -137,10 +171,14 @@ class ConsumerService:
         }
         consumer = Consumer(conf)
         self._consumer = consumer
+        if isinstance(self.output, ClickHouseOutputs):
+            self._flush()  # connect and migrate now; paused from the start when unavailable
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s", self.topic, s.consumer.group)
         try:
             while not self._stop.is_set():
+                if self.paused and time.monotonic() >= self._retry_at:
+                    self._retry()
                 batch = consumer.consume(num_messages=1000, timeout=0.2)
                 now = time.time()
                 pending: dict[int, list[Observation]] = {}
@@ -155,15 +193,28 @@ class ConsumerService:
                         pending.setdefault(msg.partition(), []).append(obs)
                 for partition, observations in pending.items():
                     self._feed(self.workers[partition], observations)
-                self._idle_advance(now)
+                if not self.paused:
+                    self._idle_advance(now)
+                    if self._flush_due():
+                        self._flush()
                 if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:
                     self.checkpoint_all()
                     self._update_lag()
         finally:
+            if self.paused:
+                self._retry_at = 0.0
+                self._retry()  # one last try; when it fails the input is replayed later
             self.checkpoint_all()
-            for w in self.workers.values():
-                w.output.close()
+            if self.paused:
+                log.warning(
+                    "stopping while the sink is unavailable: partitions %s keep their last "
+                    "checkpoint; what came after it is replayed by the next consumer",
+                    sorted(self.workers),
+                )
+            for partition in list(self.workers):
+                self.output.close_partition(partition)
             self.workers.clear()
+            self.output.close()
             consumer.close()
             log.info("consumer stopped")
 
@@ -177,56 +228,180 @@ class ConsumerService:
             if worker.next_offset is not None:
                 tp.offset = worker.next_offset
         consumer.assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
         self.assigned_once.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            worker = self.workers.pop(tp.partition, None)
-            if worker is not None:
-                self._checkpoint(worker)
-                worker.output.close()
+        revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
+        if revoked:
+            if not self.paused:
+                self._checkpoint(revoked)
+            if self.paused:
+                self._drop_unstored(revoked)
+            for worker in revoked:
+                self.output.close_partition(worker.partition)
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
+    def _drop_unstored(self, revoked: list[PartitionWorker]) -> None:
+        """The sink is down while partitions leave: nothing of theirs is committed, their
+        unstored records are dropped (the next owner replays them from the checkpoint), and
+        partitions kept here go back to their checkpoints too, as the dropped buffer held
+        theirs as well."""
+        log.warning(
+            "partitions %s revoked while the sink is unavailable: not committed, their "
+            "records since the last checkpoint will be replayed by the next owner",
+            sorted(w.partition for w in revoked),
+        )
+        self.output.discard()
+        for partition, worker in list(self.workers.items()):
+            self.output.close_partition(partition)
+            fresh = self._restore(worker.topic, partition)
+            fresh.legs = worker.legs
+            if fresh.next_offset is None:
+                fresh.next_offset = self._start_offset(worker.topic, partition)
+            self.workers[partition] = fresh  # seeked to fresh.next_offset on resume
+
+    def _start_offset(self, topic: str, partition: int) -> int:
+        """Where a partition without a checkpoint starts: its committed offset, else the
+        low watermark (auto.offset.reset is earliest), 0 when Kafka cannot say."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        try:
+            tp = consumer.committed([TopicPartition(topic, partition)], timeout=10)[0]
+            if tp.offset >= 0:
+                return tp.offset
+            low, _ = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10, cached=False
+            )
+            return max(0, low)
+        except KafkaException as exc:
+            log.warning("partition %d: start offset unknown (%s), assuming 0", partition, exc)
+            return 0
+
     def _restore(self, topic: str, partition: int) -> PartitionWorker:
-        output = PartitionOutput(self.output_dir, topic, partition)
         ckpt = self.store.load(topic, partition)
+        start = 0
+        if ckpt is None and isinstance(self.output, ClickHouseOutputs):
+            start = self._start_offset(topic, partition)
+        self.output.open(topic, partition, ckpt, start)
         if ckpt is None:
-            output.truncate(0)
-            return PartitionWorker(topic, partition, Engine(self.engine_config()), output)
-        output.truncate(ckpt.output_bytes)
+            return PartitionWorker(topic, partition, Engine(self.engine_config()), self.output)
         log.info(
             "partition %d: resumed at offset %d with %d calls in flight",
             partition,
             ckpt.next_offset,
             len(ckpt.engine.tracker),
         )
-        w = PartitionWorker(topic, partition, ckpt.engine, output, next_offset=ckpt.next_offset)
-        return w
-
-    def _checkpoint(self, worker: PartitionWorker) -> None:
-        if worker.next_offset is None:
-            return
-        if not self.legs.flush():
-            return  # a checkpoint must not cover leg facts that are not in Kafka yet
-        size = worker.output.sync()
-        self.store.save(
-            worker.topic, worker.partition, Checkpoint(worker.next_offset, size, worker.engine)
+        return PartitionWorker(
+            topic, partition, ckpt.engine, self.output, next_offset=ckpt.next_offset
         )
+
+    def _checkpoint(self, workers: list[PartitionWorker]) -> None:
+        """Flush the output, write the checkpoints, commit the offsets: in that order."""
+        try:
+            positions = self.output.flush()
+        except SinkUnavailable as exc:
+            self._sink_failed(exc)
+            return
+        workers = [w for w in workers if w.next_offset is not None]
+        if not workers or not self.legs.flush():
+            return  # a checkpoint must not cover leg facts that are not in Kafka yet
+        offsets = []
+        for w in workers:
+            assert w.next_offset is not None
+            ckpt = Checkpoint(w.next_offset, positions.get(w.partition, 0), w.engine)
+            self.store.save(w.topic, w.partition, ckpt)
+            offsets.append(TopicPartition(w.topic, w.partition, w.next_offset))
+            self.metrics.checkpoints.inc()
         if self._consumer is not None:
-            tp = TopicPartition(worker.topic, worker.partition, worker.next_offset)
             try:
-                self._consumer.commit(offsets=[tp], asynchronous=False)
+                self._consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
                 # The checkpoint is the truth; a failed commit only means replay on restart.
-                log.warning("offset commit for partition %d failed: %s", worker.partition, exc)
-        self.metrics.checkpoints.inc()
+                log.warning("offset commit for partitions %s failed: %s", sorted(self.workers), exc)
 
     def checkpoint_all(self) -> None:
-        for worker in list(self.workers.values()):
-            self._checkpoint(worker)
         self._last_checkpoint = time.monotonic()
-        self.metrics.live_calls.set(sum(len(w.engine.tracker) for w in self.workers.values()))
+        if self.paused:
+            return
+        self._checkpoint(list(self.workers.values()))
+        if not self.paused:
+            self.metrics.live_calls.set(sum(len(w.engine.tracker) for w in self.workers.values()))
+
+    # -- sink availability -----------------------------------------------------------------
+
+    def _flush_due(self) -> bool:
+        return self.output.due()
+
+    def _flush(self) -> bool:
+        try:
+            self.output.flush()
+        except SinkUnavailable as exc:
+            self._sink_failed(exc)
+            return False
+        return True
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self.metrics.sink_failures.inc()
+        base = self.settings.clickhouse.retry_backoff_s
+        now = time.monotonic()
+        if not self.paused:
+            self.paused = True
+            self._paused_since = now
+            self._failures_in_streak = 1
+            self._retry_delay = base
+            self.metrics.sink_paused.set(1)
+            log.error(
+                "sink unavailable, fetching paused, retrying from %.1f s up to %.1f s apart: %s",
+                base,
+                base * 16,
+                exc,
+            )
+            if self._consumer is not None:
+                try:
+                    self._consumer.pause(self._consumer.assignment())
+                except KafkaException as kexc:
+                    log.warning("pausing the partitions failed: %s", kexc)
+        else:
+            self._failures_in_streak += 1
+            self._retry_delay = min(self._retry_delay * 2, base * 16)
+            log.debug("sink still unavailable (attempt %d): %s", self._failures_in_streak, exc)
+        self._retry_at = now + self._retry_delay
+
+    def _retry(self) -> None:
+        try:
+            self.output.flush()
+        except SinkUnavailable as exc:
+            self._sink_failed(exc)
+            return
+        self.paused = False
+        self.metrics.sink_paused.set(0)
+        log.info(
+            "sink available again after %d failed attempts in %.1f s; fetching resumed",
+            self._failures_in_streak,
+            time.monotonic() - self._paused_since,
+        )
+        now = time.time()
+        consumer = self._consumer
+        if consumer is None:
+            return
+        parts = consumer.assignment()
+        for worker in self.workers.values():
+            worker.last_wall = now  # the backlog is not idleness
+        try:
+            consumer.resume(parts)
+            for worker in self.workers.values():
+                if worker.next_offset is not None:
+                    # Fetching goes on from the first offset not processed, whatever the
+                    # fetcher had queued when it was paused.
+                    consumer.seek(
+                        TopicPartition(worker.topic, worker.partition, worker.next_offset)
+                    )
+        except KafkaException as exc:
+            log.warning("resuming the partitions failed: %s", exc)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -236,6 +411,14 @@ class ConsumerService:
         if worker is None:
             return None  # revoked meanwhile
         offset = msg.offset()
+        if worker.next_offset is not None and offset < worker.next_offset:
+            return None  # fetched again after a seek: processed already
+        if self.paused:
+            # Fetched before the pause took effect: left for after the resume, which seeks
+            # back to the first offset not processed.
+            if worker.next_offset is None:
+                worker.next_offset = offset
+            return None
         self.metrics.consumed.inc()
         worker.next_offset = offset + 1
         worker.last_wall = now
@@ -271,7 +454,7 @@ class ConsumerService:
         target = int((now - idle) * 1e6)
         for worker in self.workers.values():
             if now - worker.last_wall >= idle and target > worker.engine.stream_time:
-                worker.emit(worker.engine.advance_to(target), self.metrics)
+                worker.emit(worker.engine.advance_to(target), self.metrics, idle=True)
 
     def _update_lag(self) -> None:
         consumer = self._consumer

@@ -244,9 +244,11 @@ def replay(
 @click.option("--group", help="Consumer group (default hepwatch-consumers).")
 @click.option(
     "--sink",
-    metavar="jsonl:DIR",
-    help="Where records go: jsonl:DIR, one JSON-lines file per partition.",
+    metavar="jsonl:DIR|clickhouse:DSN",
+    help="Where records go: jsonl:DIR, one JSON-lines file per partition, or clickhouse:DSN "
+    "(chdb:///path or http(s)://host:8123/db), migrated at start.",
 )
+@click.option("--clickhouse", metavar="DSN", help="Shorthand for --sink clickhouse:DSN.")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -265,6 +267,7 @@ def consume(
     topic: str | None,
     group: str | None,
     sink: str | None,
+    clickhouse: str | None,
     state_dir: Path | None,
     metrics: str | None,
     no_legs_stage: bool,
@@ -273,9 +276,16 @@ def consume(
     and anomalies to the sink.
 
     Partitions are checkpointed with their offsets, so a restart or a rebalance resumes
-    the calls in flight; records are written once even when Kafka redelivers.
+    the calls in flight; records are written once even when Kafka redelivers. While
+    ClickHouse is unavailable the consumer pauses (it stays in its group, lag grows) and
+    retries; nothing is lost.
     """
     from consumers.service import run_service
+
+    if clickhouse is not None:
+        if sink is not None:
+            raise click.UsageError("give --sink or --clickhouse, not both")
+        sink = f"clickhouse:{clickhouse}"
 
     settings = _settings(
         ctx,

@@ -2,21 +2,28 @@
 
 Defaults suit short tests: checkpoints every 0.5 s, a 6 s session timeout (tansu), idle
 partitions following the wall clock after 0.5 s, and T1 = 50 ms so ended calls are reported
-3.2 s after their end; `env` overrides any of them.
+3.2 s after their end; `env` overrides any of them. `sink` replaces the default
+`jsonl:<tmp>/out` (for example `clickhouse:chdb:///<dir>`); `metrics_port` serves the
+consumer's metrics there, read back with `metrics()`. The consumer's log goes to a file in
+`tmp` (a pipe left unread could fill up and block it); `stop()` and `log()` return it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from kafka_broker import TansuBroker
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 HEPWATCH = str(Path(sys.executable).with_name("hepwatch"))
+_serial = itertools.count(1)
 
 
 class ConsumerProc:
@@ -27,7 +34,10 @@ class ConsumerProc:
         group: str,
         tmp: Path,
         env: dict[str, str] | None = None,
+        sink: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
+        self.metrics_port = metrics_port
         self.args = [
             HEPWATCH,
             "consume",
@@ -38,11 +48,11 @@ class ConsumerProc:
             "--group",
             group,
             "--sink",
-            f"jsonl:{tmp / 'out'}",
+            sink or f"jsonl:{tmp / 'out'}",
             "--state-dir",
             str(tmp / "state"),
             "--metrics",
-            "",
+            f"127.0.0.1:{metrics_port}" if metrics_port else "",
         ]
         self.env = {
             **os.environ,
@@ -53,13 +63,18 @@ class ConsumerProc:
             "HEPWATCH_CONSUMER__T1_MS": "50",
             **(env or {}),
         }
+        self.log_path = tmp / f"consume-{next(_serial)}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ConsumerProc:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log
+            )
         return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -69,6 +84,23 @@ class ConsumerProc:
     def stop(self) -> str:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        assert self.proc.returncode == 0, err.decode()
-        return err.decode()
+        self.proc.wait(timeout=30)
+        err = self.log()
+        assert self.proc.returncode == 0, err
+        return err
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of the consumer's /metrics: (name, sorted labels) -> value; {} while
+        it does not answer yet."""
+        assert self.metrics_port is not None, "started without metrics_port"
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out

@@ -418,13 +418,14 @@ def test_replay_after_restore_writes_no_duplicates(ch: Client) -> None:
     minutes = ch.command("SELECT sum(messages) FROM sip_minute_counts")
     assert minutes == stored(everything)["sip_messages"]
 
-    # past the largest replayed offset the id set is gone: a later row with a known id is
-    # written (a re-emitted record at a new offset is new information)
+    # past the largest replayed offset the id set still holds: a replay cut into other
+    # batches, or a timer firing elsewhere on the wall clock, re-emits a stored record
+    # stamped at a later offset, and its id says it is the same row
     third_id = next(r for r in per_offset[40] if r.kind == "message")
     second.position(0, 200)
     second.write([third_id])
     second.flush()
-    assert count(ch, TABLE_OF[third_id.kind], f"WHERE id = '{third_id.id}'") == 2
+    assert count(ch, TABLE_OF[third_id.kind], f"WHERE id = '{third_id.id}'") == 1
 
 
 def test_resume_sees_rows_still_buffered_in_the_sink(ch: Client) -> None:
