@@ -26,7 +26,19 @@ from collections import deque
 
 from consumers.observation import Observation
 from consumers.sip import SipMessage, parse_message
+from consumers.sip.framing import COMMON_METHODS
+from consumers.sip.memo import remember, table
+from consumers.sip.name_addr import NEEDS_PARSE, fast_tag, parse_name_addr
+from consumers.sip.numeric_headers import parse_cseq
 from consumers.sip.via import bottom_via_text, origin_key
+
+try:
+    from consumers.sip._scan import key_fields as _key_fields
+except ImportError:  # no compiler at install time: every copy is parsed in full
+    _key_fields = None
+
+# bottom Via text -> origin_key(text): a relayed message's copies share their bottom Via
+_ORIGINS: dict[str, tuple[str, str]] = table()
 
 HOP_IN = "in"
 HOP_OUT = "out"
@@ -122,6 +134,46 @@ def dedup_key(msg: SipMessage, obs: Observation) -> tuple[object, ...]:
     return ("r", call_id, cseq.number, cseq.method, status, msg.to_tag or "", origin_via)
 
 
+def fast_key(obs: Observation) -> tuple[object, ...] | None:
+    """`dedup_key(parse_message(obs.payload), obs)` read straight from the bytes, or None.
+
+    Not None only when the message would pass the engine's checks (a request with a common
+    method or a response with a valid status, a non-empty Call-ID, a usable CSeq, a Via),
+    and then equal to the key of the full parse: the C scanner refuses whatever the header
+    split would not take as is (tests/test_sip_fastpaths.py). So a copy that joins an open
+    message (the proxy's out-copy, a retransmission) is folded without being parsed."""
+    if _key_fields is None:
+        return None
+    fields = _key_fields(obs.payload)
+    if fields is None:
+        return None
+    method, status, call_id, cseq_text, to, vias = fields
+    if not call_id or cseq_text is None:
+        return None
+    if method is not None and method not in COMMON_METHODS:
+        return None
+    try:
+        cseq = parse_cseq(cseq_text)
+        bottom = bottom_via_text(vias)
+        if cseq is None or bottom is None:
+            return None
+        origin_via = _ORIGINS.get(bottom)
+        if origin_via is None:
+            origin_via = remember(_ORIGINS, bottom, origin_key(bottom))
+        if method is not None:
+            return ("q", call_id, cseq.number, cseq.method, method, origin_via)
+        if status == 100:
+            return ("r100", call_id, cseq.number, cseq.method, origin_via, obs.src, obs.dst)
+        tag = None
+        if to is not None:
+            tag = fast_tag(to)
+            if tag is NEEDS_PARSE:
+                tag = parse_name_addr(to).params.get("tag")
+    except Exception:  # a parser bug: the full parse reports it
+        return None
+    return ("r", call_id, cseq.number, cseq.method, status, tag or "", origin_via)
+
+
 class Deduplicator:
     """Folds observations into logical messages within `window_us` of the first copy."""
 
@@ -138,24 +190,45 @@ class Deduplicator:
     def __len__(self) -> int:
         return len(self._open)
 
-    def add(self, msg: SipMessage, obs: Observation, now_us: int = 0) -> LogicalMessage | None:
+    def fold(self, key: tuple[object, ...], obs: Observation) -> bool:
+        """Fold `obs` into the open message with `key` if its window allows; True if so."""
+        lm = self._open.get(key)
+        if lm is None or abs(obs.ts_us - lm.first_ts) > self.window_us:
+            return False
+        payload = obs.payload
+        for i, seen in enumerate(lm.observations):
+            if (
+                seen.src_port == obs.src_port
+                and seen.dst_port == obs.dst_port
+                and seen.src_ip == obs.src_ip
+                and seen.dst_ip == obs.dst_ip
+                and seen.payload == payload
+            ):
+                lm.copies[i] += 1
+                self.duplicates += 1
+                return True
+        lm.observations.append(obs)
+        lm.copies.append(1)
+        self.hop_copies += 1
+        self._learn(lm, obs)
+        return True
+
+    def add(
+        self,
+        msg: SipMessage,
+        obs: Observation,
+        now_us: int = 0,
+        key: tuple[object, ...] | None = None,
+    ) -> LogicalMessage | None:
         """Fold `obs`; return the new logical message, or None when it joined an open one.
 
         `now_us` is the stream time: a message that arrives late (older than stream time)
-        still gets a full window, counted from its arrival, for its other copies.
+        still gets a full window, counted from its arrival, for its other copies. `key` is
+        `dedup_key(msg, obs)` when the caller has it already.
         """
-        key = dedup_key(msg, obs)
-        lm = self._open.get(key)
-        if lm is not None and abs(obs.ts_us - lm.first_ts) <= self.window_us:
-            for i, seen in enumerate(lm.observations):
-                if seen.src == obs.src and seen.dst == obs.dst and seen.payload == obs.payload:
-                    lm.copies[i] += 1
-                    self.duplicates += 1
-                    return None
-            lm.observations.append(obs)
-            lm.copies.append(1)
-            self.hop_copies += 1
-            self._learn(lm, obs)
+        if key is None:
+            key = dedup_key(msg, obs)
+        if self.fold(key, obs):
             return None
         self._seq += 1
         lm = LogicalMessage(msg, key, obs, self._seq)

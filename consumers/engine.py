@@ -22,7 +22,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.dedup import Deduplicator, LogicalMessage
+from consumers.dedup import Deduplicator, LogicalMessage, fast_key
 from consumers.detectors.base import Detector, Output
 from consumers.observation import Observation
 from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, record_id
@@ -81,6 +81,16 @@ class Engine:
 
     def _add(self, obs: Observation) -> None:
         self.stats.observations += 1
+        key = fast_key(obs)
+        if key is not None and self.dedup.fold(key, obs):
+            # another copy of an open message (the proxy's twin, a retransmission): what the
+            # full parse would have led to, without it (the key is only known for messages
+            # that pass the checks below)
+            if obs.ts_us < self.processed_until:
+                self.stats.late += 1
+            if obs.ts_us > self.stream_time:
+                self.stream_time = obs.ts_us
+            return
         msg = parse_message(obs.payload)
         if not (msg.is_request or msg.is_response) or not msg.call_id or msg.cseq is None:
             reason = (msg.framing_reasons or msg.malformed_reasons or ["not_sip"])[0]
@@ -88,7 +98,7 @@ class Engine:
             return
         if obs.ts_us < self.processed_until:
             self.stats.late += 1
-        lm = self.dedup.add(msg, obs, self.stream_time)
+        lm = self.dedup.add(msg, obs, self.stream_time, key)
         if lm is not None:
             heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
         if obs.ts_us > self.stream_time:
@@ -162,7 +172,7 @@ class Engine:
         timers = self._timers
         while timers and timers[0][0] <= upto:
             due, _, name, call_id, key, data = heapq.heappop(timers)
-            call = self.tracker.calls.get(call_id)
+            call = self.tracker.get(call_id)
             det = self._by_name.get(name)
             if call is None or det is None:
                 self.stats.timers_dropped += 1

@@ -154,3 +154,122 @@ def test_c_split_sip_shaped(start: str, lines: list[str], body: bytes, eol: str)
 def test_c_split_random_bytes(data: bytes) -> None:
     _same(data)
     _same(b"SIP/2.0 200 OK\r\nVia: x\r\n" + data)
+
+
+# -- the dedup key read from the bytes (dedup.fast_key) against the key of the full parse ---
+
+from consumers.dedup import dedup_key, fast_key  # noqa: E402
+from consumers.observation import Observation  # noqa: E402
+
+
+def _obs(data: bytes) -> Observation:
+    return Observation(1, "10.0.0.1", 5060, "10.0.0.2", 5062, "udp", 1, "n", "", "r", data)
+
+
+def _same_key(data: bytes) -> None:
+    obs = _obs(data)
+    key = fast_key(obs)
+    if key is None:
+        return
+    msg = framing.parse_message(data)
+    # only for messages the engine keeps, and then exactly the full parse's key
+    assert msg.is_request or msg.is_response
+    assert msg.call_id and msg.cseq is not None
+    assert key == dedup_key(msg, obs)
+
+
+@needs_c
+def test_fast_key_on_samples_and_seeds() -> None:
+    used = 0
+    for data in [*ALL.values(), *SEEDS]:
+        for variant in (data, b"\r\n" + data, data.replace(b"\r\n", b"\n")):
+            _same_key(variant)
+        used += fast_key(_obs(data)) is not None
+    assert used >= len(ALL) // 2  # the common shapes do take the fast path
+
+
+@needs_c
+def test_fast_key_spellings() -> None:
+    base = (
+        "{start}\r\n{via}: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKp\r\n"
+        "{via}: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKa1\r\n"
+        "{fr}: <sip:a@x>;tag=a1\r\n{to}: <sip:b@x>;tag=b1\r\n{cid}: abc@x\r\n"
+        "{cseq}: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+    )
+    for start in ("INVITE sip:b@x SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 100", "sip/2.0 183 S"):
+        for via, to, cid, cseq in (
+            ("Via", "To", "Call-ID", "CSeq"),
+            ("v", "t", "i", "CSEQ"),
+            ("VIA", "TO", "CALL-ID", "cseq"),
+            ("V", "T", "I", "Cseq"),
+        ):
+            data = base.format(start=start, via=via, fr="f", to=to, cid=cid, cseq=cseq).encode()
+            assert fast_key(_obs(data)) is not None, (start, via)
+            _same_key(data)
+    # refused, the full parse decides: uncommon method, name with LWS, folded line, no Via
+    for data in (
+        b"FOO sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 FOO\r\n\r\n",
+        b"BYE sip:b@x SIP/2.0\r\nVia : SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n\r\n",
+        b"BYE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n ;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE"
+        b"\r\n\r\n",
+        b"BYE sip:b@x SIP/2.0\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n\r\n",
+        b"BYE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID:\r\nCSeq: 1 BYE\r\n\r\n",
+        b"SIP/2.0 99 x\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n\r\n",
+        b"SIP/2.0 2000 x\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n\r\n",
+    ):
+        assert fast_key(_obs(data)) is None, data
+
+
+@needs_c
+@SETTINGS
+@given(mutated())
+def test_fast_key_mutated(data: bytes) -> None:
+    _same_key(data)
+
+
+KEY_LINES = [
+    "Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bKa1", "v: SIP/2.0/TCP h;branch=b, SIP/2.0/UDP g",
+    "Via:", "Via: ,", "Call-ID: x@y", "i: other", "CALL-ID:", "CSeq: 1 INVITE", "cseq: 2 BYE",
+    "CSeq: x", "To: <sip:b@x>;tag=t1", "t: \"B\" <sip:b@x>;TAG=t2", "To: sip:b@x;tag=", "Via : x",
+    " folded", "\tfolded", "", "Contact: <sip:a@h>", "Max-Forwards: 70", "é: x", "no colon",
+]  # fmt: skip
+
+
+@needs_c
+@SETTINGS
+@given(
+    st.sampled_from(
+        [
+            "INVITE sip:bob@example.com SIP/2.0",
+            "ACK sip:b SIP/2.0",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 100",
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 491 x",
+            "FOO x SIP/2.0",
+            "INVITE <sip:b> SIP/2.0",
+            "INVITE  sip:b SIP/2.0",
+            "SIP/2.0 200  OK",
+        ]
+    ),
+    st.lists(
+        st.one_of(
+            st.sampled_from(KEY_LINES),
+            st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join),
+        ),
+        max_size=14,
+    ),
+    st.sampled_from(["\r\n", "\n"]),
+)
+def test_fast_key_sip_shaped(start: str, lines: list[str], eol: str) -> None:
+    _same_key((eol.join([start, *lines]) + "\r\n\r\n").encode("utf-8", "surrogatepass"))
+
+
+@needs_c
+@SETTINGS
+@given(st.binary(max_size=400))
+def test_fast_key_random_bytes(data: bytes) -> None:
+    _same_key(data)
+    _same_key(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n" + data
+    )

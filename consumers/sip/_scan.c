@@ -12,6 +12,17 @@
  * anything else: no CRLFCRLF, a byte >= 0x80 (the Python path decodes with surrogateescape),
  * an empty line, a line starting with SP/HTAB/CR (folding), a line without a colon, or a name
  * the cache does not hold yet. So it never has to judge syntax or report a reason.
+ *
+ * key_fields(data: bytes) -> (method, status, call_id, cseq, to, vias) or None
+ *
+ * Only what the dedup key needs (`dedup.dedup_key`), without building the message: for a
+ * request method is the method of a "METHOD SP URI SP SIP/2.0" start line and status 0; for
+ * a response method is None and status the 3-digit code after "SIP/" and one SP. call_id,
+ * cseq and to are the first Call-ID (or i), CSeq and To (or t) values (None when absent) and
+ * vias every Via (or v) value, each stripped as split_headers strips it. It returns None
+ * for everything split_headers would refuse (so the values are exactly those of
+ * `parse_message(data).headers`), for a name with SP/HTAB around it, a leading CR or LF,
+ * any other start line, and a status outside 100..699.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -114,9 +125,142 @@ done:
     return result;
 }
 
+
+/* case-insensitive equality of [p, p+n) with the lower-case ASCII word w */
+static int name_is(const char *p, Py_ssize_t n, const char *w) {
+    Py_ssize_t i = 0;
+    for (; i < n && w[i]; i++) {
+        char c = p[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        if (c != w[i]) return 0;
+    }
+    return i == n && w[i] == 0;
+}
+
+enum { F_OTHER, F_CALL_ID, F_CSEQ, F_TO, F_VIA };
+
+static int field_of(const char *p, Py_ssize_t n) {
+    switch (n) {
+    case 1:
+        switch (p[0]) {
+        case 'i': case 'I': return F_CALL_ID;
+        case 't': case 'T': return F_TO;
+        case 'v': case 'V': return F_VIA;
+        }
+        return F_OTHER;
+    case 2: return name_is(p, n, "to") ? F_TO : F_OTHER;
+    case 3: return name_is(p, n, "via") ? F_VIA : F_OTHER;
+    case 4: return name_is(p, n, "cseq") ? F_CSEQ : F_OTHER;
+    case 7: return name_is(p, n, "call-id") ? F_CALL_ID : F_OTHER;
+    }
+    return F_OTHER;
+}
+
+static PyObject *key_fields(PyObject *self, PyObject *arg) {
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) return NULL;
+    const char *data = (const char *)buf.buf;
+    Py_ssize_t size = buf.len;
+    PyObject *result = NULL, *method = NULL, *vias = NULL;
+    PyObject *call_id = NULL, *cseq = NULL, *to = NULL;
+    long status = 0;
+    if (size == 0 || data[0] == '\r' || data[0] == '\n') goto none;
+
+    Py_ssize_t end = -1;
+    for (const char *p = data; p + 4 <= data + size;) {
+        const char *cr = memchr(p, '\r', (size_t)(data + size - p));
+        if (cr == NULL || cr + 4 > data + size) break;
+        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n') {
+            end = cr - data;
+            break;
+        }
+        p = cr + 1;
+    }
+    if (end < 0) goto none;
+    for (Py_ssize_t i = 0; i < end; i++)
+        if ((unsigned char)data[i] >= 0x80) goto none;
+
+    const char *block_end = data + end;
+    const char *nl = memchr(data, '\n', (size_t)end);
+    const char *line_end = nl ? nl : block_end;
+    {
+        const char *e = line_end;
+        while (e > data && e[-1] == '\r') e--;
+        Py_ssize_t n = e - data;
+        if (n >= 4 && (data[0] == 'S' || data[0] == 's') && (data[1] == 'I' || data[1] == 'i') &&
+            (data[2] == 'P' || data[2] == 'p') && data[3] == '/') {
+            const char *sp = memchr(data, ' ', (size_t)n);
+            if (sp == NULL || e - sp < 4) goto none;
+            const char *c = sp + 1;
+            if (!(c[0] >= '0' && c[0] <= '9' && c[1] >= '0' && c[1] <= '9' && c[2] >= '0' &&
+                  c[2] <= '9'))
+                goto none;
+            if (e - c > 3 && c[3] != ' ') goto none;
+            status = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+            if (status < 100 || status > 699) goto none;
+        } else {
+            const char *sp1 = memchr(data, ' ', (size_t)n);
+            if (sp1 == NULL || sp1 == data) goto none;
+            const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(e - sp1 - 1));
+            if (sp2 == NULL || sp2 == sp1 + 1) goto none;
+            if (e - sp2 - 1 != 7 || memcmp(sp2 + 1, "SIP/2.0", 7) != 0) goto none;
+            if (sp1[1] == '<') goto none;
+            method = PyUnicode_DecodeASCII(data, sp1 - data, NULL);
+            if (method == NULL) goto error;
+        }
+    }
+    vias = PyList_New(0);
+    if (vias == NULL) goto error;
+    while (nl != NULL) {
+        const char *line = nl + 1;
+        nl = memchr(line, '\n', (size_t)(block_end - line));
+        line_end = nl ? nl : block_end;
+        if (line == line_end || line[0] == ' ' || line[0] == '\t' || line[0] == '\r') goto none;
+        const char *colon = memchr(line, ':', (size_t)(line_end - line));
+        if (colon == NULL) goto none;
+        if (colon[-1] == ' ' || colon[-1] == '\t') goto none;
+        int field = field_of(line, colon - line);
+        if (field == F_OTHER) continue;
+        if ((field == F_CALL_ID && call_id) || (field == F_CSEQ && cseq) || (field == F_TO && to))
+            continue;
+        const char *v = colon + 1, *ve = line_end;
+        while (v < ve && is_strip(*v)) v++;
+        while (ve > v && is_strip(ve[-1])) ve--;
+        PyObject *value = PyUnicode_DecodeASCII(v, ve - v, NULL);
+        if (value == NULL) goto error;
+        if (field == F_CALL_ID) call_id = value;
+        else if (field == F_CSEQ) cseq = value;
+        else if (field == F_TO) to = value;
+        else {
+            int rc = PyList_Append(vias, value);
+            Py_DECREF(value);
+            if (rc < 0) goto error;
+        }
+    }
+    result = Py_BuildValue("(OlOOOO)", method ? method : Py_None, status,
+                           call_id ? call_id : Py_None, cseq ? cseq : Py_None,
+                           to ? to : Py_None, vias);
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(vias);
+    Py_XDECREF(call_id);
+    Py_XDECREF(cseq);
+    Py_XDECREF(to);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"split_headers", split_headers, METH_VARARGS,
      "split_headers(data, start, names) -> (start_line, headers, body_start) or None"},
+    {"key_fields", key_fields, METH_O,
+     "key_fields(data) -> (method, status, call_id, cseq, to, vias) or None"},
     {NULL, NULL, 0, NULL},
 };
 

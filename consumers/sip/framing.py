@@ -30,7 +30,7 @@ from consumers.sip.lexing import parse_delta
 from consumers.sip.message import SipMessage
 from consumers.sip.reasons import Malformed
 
-_COMMON_METHODS = frozenset(
+COMMON_METHODS = frozenset(
     {
         "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
         "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH",
@@ -234,7 +234,7 @@ def _start_line(line: str, reasons: list[str]) -> _StartLine:
     if line[:4].upper() == "SIP/":
         return _status_line(line, reasons)
     parts = line.split(" ")
-    if len(parts) == 3 and parts[0] in _COMMON_METHODS and parts[2] == "SIP/2.0" and parts[1]:
+    if len(parts) == 3 and parts[0] in COMMON_METHODS and parts[2] == "SIP/2.0" and parts[1]:
         method, ruri, version = parts
         if ruri[0] == "<":
             ruri = _unwrap_ruri(ruri, reasons)
