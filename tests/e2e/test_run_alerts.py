@@ -58,6 +58,8 @@ from consumers.sip.framing import parse_message
 
 # 491 senders (the callees) and their glare calls; each caller answers one 491 of its own.
 GLARE_PEERS = {"10.2.0.11": 5, "10.2.0.12": 4, "10.2.0.13": 2}
+PBX_UA = "Asterisk PBX 20.5.0"
+OTHER = "10.2.1.5"  # a callee without trouble
 # UPDATE refusers (callee address, its Server header) and their calls answered 405.
 UPDATE_405_PEERS = {
     ("10.2.0.21", "FreeSWITCH-mod_sofia/1.10"): 4,
@@ -151,7 +153,7 @@ def plan_captures(now: float, seed: int = 7) -> Plan:
         for _ in range(count):
             n += 1
             scenario = rng.choice([sc_glare, sc_glare_early_retry])
-            f = _flow(rng, "glare", n, f"10.1.0.{n}", peer, "Asterisk PBX 20.5.0")
+            f = _flow(rng, "glare", n, f"10.1.0.{n}", peer, PBX_UA)
             call = _place(scenario(f, rng), m + rng.uniform(5, 40), _first(491))
             plan.calls.append(call)
             ids.add(f.call_id)
@@ -170,13 +172,14 @@ def plan_captures(now: float, seed: int = 7) -> Plan:
         if count >= MIN_COUNT:
             plan.groups[("update_405_spike", peer)] = ids
             plan.user_agents[peer] = ua
-    for i in range(BACKGROUND_CALLS):  # the same PBXs and others, calls that go well
-        callee = rng.choice([*GLARE_PEERS, *(p for p, _ in UPDATE_405_PEERS), "10.2.1.5"])
-        f = _flow(rng, "clean", i, f"10.1.1.{i + 1}", callee, "Asterisk PBX 20.5.0")
+    callees = {peer: PBX_UA for peer in [*GLARE_PEERS, OTHER]} | dict(UPDATE_405_PEERS.keys())
+    for i in range(BACKGROUND_CALLS):  # the same PBXs and another, calls that go well
+        callee = rng.choice(sorted(callees))
+        f = _flow(rng, "clean", i, f"10.1.1.{i + 1}", callee, callees[callee])
         call = sc_clean(f, rng)
         plan.calls.append(_place(call, rng.uniform(m - 170, m + 58), _last))
     for i in range(TAIL_CALLS):
-        f = _flow(rng, "tail", i, f"10.1.2.{i + 1}", "10.2.1.5", "Asterisk PBX 20.5.0")
+        f = _flow(rng, "tail", i, f"10.1.2.{i + 1}", OTHER, PBX_UA)
         establish(f, rng)
         f.wait(rng.uniform(2, 8))
         f.bye(rng.choice("AB"))
