@@ -64,6 +64,8 @@ class Engine:
             detectors = default_detectors(self.config.tracker.t1_ms)
         self.detectors = detectors
         self._by_name = {d.name: d for d in detectors}
+        self._routes: dict[tuple[bool, str, int, bool], tuple[Detector, ...]] = {}
+        self._enders = _enders(detectors)
         self.dedup = Deduplicator(self.config.dedup_window_ms * 1000)
         self.tracker = Tracker(self.config.tracker, proxy_ips=self._proxy_ips)
         self.stats = EngineStats()
@@ -72,6 +74,16 @@ class Engine:
         self._reorder: list[tuple[int, int, LogicalMessage]] = []
         self._timers: list[tuple[int, int, str, str, str, Any]] = []
         self._timer_seq = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_routes", None)  # a cache: rebuilt on demand
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._routes = {}
+        self._enders = _enders(self.detectors)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -161,12 +173,29 @@ class Engine:
         ev = self.tracker.process(lm, t_in, t_out)
         if ev is None:
             return
-        out.now_us = max(out.now_us, lm.first_ts)
-        for det in self.detectors:
+        if lm.first_ts > out.now_us:
+            out.now_us = lm.first_ts
+        msg = lm.msg
+        if msg.is_request:
+            route = (True, msg.method or "", 0, ev.retransmission)
+        else:
+            cseq = msg.cseq
+            route = (False, cseq.method if cseq else "", msg.status_code or 0, ev.retransmission)
+        detectors = self._routes.get(route)
+        if detectors is None:
+            detectors = self._route(route)
+        for det in detectors:
             out.detector = det.name
             det.on_event(ev, out)
             if out.timers:
                 self._take_timers(out)
+
+    def _route(self, route: tuple[bool, str, int, bool]) -> tuple[Detector, ...]:
+        """The detectors that want events of this kind, in their order."""
+        if len(self._routes) >= 4096:  # methods are whatever the wire says: keep it bounded
+            self._routes.clear()
+        found = self._routes[route] = tuple(d for d in self.detectors if d.wants(*route))
+        return found
 
     def _fire_timers(self, upto: int, out: Output) -> None:
         timers = self._timers
@@ -191,7 +220,7 @@ class Engine:
         out.timers.clear()
 
     def _end_call(self, call: Call, out: Output) -> None:
-        for det in self.detectors:
+        for det in self._enders:
             out.detector = det.name
             det.on_call_end(call, out)
         out.timers.clear()  # the call is gone: nothing can fire for it any more
@@ -294,3 +323,8 @@ class Engine:
             icid=call.icid,
             correlation_id=call.correlation_id,
         )
+
+
+def _enders(detectors: list[Detector]) -> list[Detector]:
+    """The detectors whose `on_call_end` does something (is overridden)."""
+    return [d for d in detectors if type(d).on_call_end is not Detector.on_call_end]

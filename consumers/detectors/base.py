@@ -11,6 +11,11 @@ A detector is a plain object with three hooks, all sans-I/O:
 Per-dialog facts live in `dialog.ext_for(name, factory)`, per-call facts in
 `call.ext_for(...)`; both go when the call goes, and are pickled with the engine state.
 `out.anomaly(...)` builds the record with PROTOCOL.md C.0's common columns.
+
+Dispatch: a detector declares which events its `on_event` needs (`requests`, `responses`,
+`statuses`, `retransmissions`); the engine asks `wants` once per kind of event and calls
+only those detectors. Narrowing is a promise that `on_event` does nothing at all (no state,
+no output) for the events left out; `on_call_end` is called only when it is overridden.
 """
 
 from __future__ import annotations
@@ -28,6 +33,21 @@ class Detector:
 
     name: ClassVar[str] = "detector"
     family: ClassVar[str] = ""
+    requests: ClassVar[frozenset[str] | None] = None  # request methods wanted (None: all)
+    responses: ClassVar[frozenset[str] | None] = None  # CSeq methods of responses (None: all)
+    statuses: ClassVar[tuple[int, int]] = (100, 699)  # response status codes wanted, inclusive
+    retransmissions: ClassVar[bool] = True  # also the events of retransmissions
+
+    @classmethod
+    def wants(cls, is_request: bool, method: str, status: int, retransmission: bool) -> bool:
+        """Whether `on_event` needs an event of this kind (`method`: the request method, or
+        the CSeq method of a response)."""
+        if retransmission and not cls.retransmissions:
+            return False
+        if is_request:
+            return cls.requests is None or method in cls.requests
+        low, high = cls.statuses
+        return (cls.responses is None or method in cls.responses) and low <= status <= high
 
     def on_event(self, ev: Event, out: Output) -> None:
         return None

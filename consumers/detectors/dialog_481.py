@@ -49,6 +49,10 @@ CONFIRMED_NAMES = {
 class Dialog481Detector(Detector):
     name: ClassVar[str] = "dialog_481"
     family: ClassVar[str] = FAMILY
+    requests: ClassVar[frozenset[str] | None] = frozenset()
+    responses: ClassVar[frozenset[str] | None] = frozenset(CONFIRMED_NAMES)
+    statuses: ClassVar[tuple[int, int]] = (481, 481)
+    retransmissions: ClassVar[bool] = False
 
     def on_event(self, ev: Event, out: Output) -> None:
         if ev.msg.is_request or ev.status != 481 or ev.retransmission:

@@ -61,6 +61,8 @@ class _Held:
 class DialogSanityDetector(Detector):
     name: ClassVar[str] = "dialog_sanity"
     family: ClassVar[str] = "C.14"
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
     tolerance_s: ClassVar[float] = 0.1
 
     def on_event(self, ev: Event, out: Output) -> None:

@@ -87,6 +87,8 @@ class _Case:
 class EarlyReinviteDetector(Detector):
     name: ClassVar[str] = "early_reinvite"
     family: ClassVar[str] = "C.3"
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
     teardown_window_s: ClassVar[float] = 10.0
 
     def on_event(self, ev: Event, out: Output) -> None:

@@ -143,6 +143,8 @@ def _offers(method: str) -> bool:
 class GlareDetector(Detector):
     name: ClassVar[str] = "glare"
     family: ClassVar[str] = "C.1"
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
     tolerance_ms: ClassVar[int] = 100
     no_retry_horizon_s: ClassVar[float] = 32.0  # 64*T1: by then the change is abandoned
 

@@ -14,6 +14,8 @@ between legs), and the initial INVITE's own attempts.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from consumers.dedup import ORIGIN_PROXY
 from consumers.detectors.base import Detector, Event, Output
 from consumers.legs.summary import SESSION_METHODS, final_record, request_record, setup_record
@@ -24,6 +26,10 @@ _SETUP_DONE = "leg_setup"
 class LegSummaryDetector(Detector):
     name = "leg_summary"
     family = "C.12"
+    requests: ClassVar[frozenset[str] | None] = frozenset(SESSION_METHODS)
+    responses: ClassVar[frozenset[str] | None] = frozenset(SESSION_METHODS)
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
 
     def on_event(self, ev: Event, out: Output) -> None:
         if ev.retransmission:

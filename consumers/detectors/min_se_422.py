@@ -106,6 +106,9 @@ class _Chain:
 class Min422Detector(Detector):
     name: ClassVar[str] = "min_se_422"
     family: ClassVar[str] = FAMILY
+    responses: ClassVar[frozenset[str] | None] = frozenset({"INVITE", "UPDATE"})
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
 
     max_normal_chain: ClassVar[int] = 3
     max_evidence: ClassVar[int] = 12

@@ -103,6 +103,9 @@ class _Pending:
 class MissingAckDetector(Detector):
     name: ClassVar[str] = "missing_ack"
     family: ClassVar[str] = FAMILY
+    requests: ClassVar[frozenset[str] | None] = frozenset({"ACK", "BYE", "INVITE"})
+    responses: ClassVar[frozenset[str] | None] = frozenset({"INVITE"})
+    statuses: ClassVar[tuple[int, int]] = (200, 299)
 
     tolerance_ms: ClassVar[int] = 100
     bye_window_ms: ClassVar[int] = 4000  # how long after the deadline a UAS BYE is waited for

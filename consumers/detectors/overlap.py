@@ -100,6 +100,8 @@ def _get(dialog: Dialog) -> _State | None:
 class OverlapDetector(Detector):
     name: ClassVar[str] = "overlap"
     family: ClassVar[str] = "C.2"
+    statuses: ClassVar[tuple[int, int]] = (200, 699)
+    retransmissions: ClassVar[bool] = False
     tolerance_ms: ClassVar[int] = 100
 
     def on_event(self, ev: Event, out: Output) -> None:

@@ -79,6 +79,10 @@ class _Reliable:
 class PrackDetector(Detector):
     name: ClassVar[str] = "prack"
     family: ClassVar[str] = FAMILY
+    requests: ClassVar[frozenset[str] | None] = frozenset({"PRACK", "UPDATE"})
+    responses: ClassVar[frozenset[str] | None] = frozenset({"INVITE", "PRACK"})
+    statuses: ClassVar[tuple[int, int]] = (101, 481)
+    retransmissions: ClassVar[bool] = False
     ext_key: ClassVar[str] = "prack"
     untraced_confidence: ClassVar[float] = 0.6
     race_confidence: ClassVar[float] = 0.5

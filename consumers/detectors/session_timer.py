@@ -187,6 +187,7 @@ class _State:
 class SessionTimerDetector(Detector):
     name: ClassVar[str] = "session_timer"
     family: ClassVar[str] = FAMILY
+    retransmissions: ClassVar[bool] = False
 
     tolerance_ms: ClassVar[int] = 100
     late_fraction: ClassVar[float] = 0.75

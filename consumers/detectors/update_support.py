@@ -111,6 +111,7 @@ class _State:
 class UpdateSupportDetector(Detector):
     name: ClassVar[str] = "update_support"
     family: ClassVar[str] = FAMILY_C4
+    retransmissions: ClassVar[bool] = False
     tolerance_us: ClassVar[int] = 100_000
     transaction_timeout_us: ClassVar[int] = 64 * 500_000  # 64*T1 [RFC 3261 §17.1.2.2]
     ext_key: ClassVar[str] = "update_support"
