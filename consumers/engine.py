@@ -245,7 +245,6 @@ class Engine:
             ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, h, o.ref, c)
             for o, c, h in zip(lm.observations, lm.copies, self.dedup.hops_of(lm), strict=True)
         ]
-        allow, supported, require = msg.allow, msg.supported, msg.require
         return MessageRecord(
             id=record_id(lm.ref),
             event_time_us=lm.ts,
@@ -269,9 +268,9 @@ class Engine:
             dst_ip=obs.dst_ip,
             dst_port=obs.dst_port,
             user_agent=(msg.user_agent if msg.is_request else msg.server) or msg.user_agent or "",
-            allow=sorted(allow) if allow is not None else None,
-            supported=sorted(supported) if supported is not None else None,
-            require=sorted(require) if require is not None else None,
+            allow=_sorted(msg.allow),
+            supported=_sorted(msg.supported),
+            require=_sorted(msg.require),
             session_expires=se.delta if se else None,
             refresher=se.refresher if se else None,
             min_se=msg.min_se,
@@ -328,3 +327,18 @@ class Engine:
 def _enders(detectors: list[Detector]) -> list[Detector]:
     """The detectors whose `on_call_end` does something (is overridden)."""
     return [d for d in detectors if type(d).on_call_end is not Detector.on_call_end]
+
+
+_SORTED: dict[frozenset[str], tuple[str, ...]] = {}
+
+
+def _sorted(tokens: frozenset[str] | None) -> list[str] | None:
+    """sorted(tokens), memoised: a user agent sends the same Allow/Supported every time."""
+    if tokens is None:
+        return None
+    found = _SORTED.get(tokens)
+    if found is None:
+        if len(_SORTED) >= 4096:
+            _SORTED.clear()
+        found = _SORTED[tokens] = tuple(sorted(tokens))
+    return list(found)

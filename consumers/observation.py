@@ -51,24 +51,43 @@ def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
     corr = pkt.correlation_id.decode("utf-8", "replace") if pkt.correlation_id else ""
     if node is None:
         node = pkt.node_name.decode("utf-8", "replace") if pkt.node_name else str(pkt.capture_id)
+    src_ip, dst_ip = pkt.src_ip, pkt.dst_ip
+    src = _IP_TEXT.get(src_ip) if type(src_ip) is bytes else None
+    if src is None:
+        src = _ip_text(src_ip)
+    dst = _IP_TEXT.get(dst_ip) if type(dst_ip) is bytes else None
+    if dst is None:
+        dst = _ip_text(dst_ip)
+    payload = pkt.payload
+    proto = pkt.ip_proto
     return Observation(
-        ts_us=pkt.timestamp_us,
-        src_ip=_ip_text(pkt.src_ip),
-        src_port=pkt.src_port or 0,
-        dst_ip=_ip_text(pkt.dst_ip),
-        dst_port=pkt.dst_port or 0,
-        transport=transport_name(pkt.ip_proto),
-        capture_id=pkt.capture_id or 0,
-        node=node,
-        correlation_id=corr,
-        ref=ref,
-        payload=bytes(pkt.payload or b""),
+        pkt.ts_sec * 1_000_000 + pkt.ts_usec,
+        src,
+        pkt.src_port or 0,
+        dst,
+        pkt.dst_port or 0,
+        "udp" if proto == 17 else transport_name(proto),
+        pkt.capture_id or 0,
+        node,
+        corr,
+        ref,
+        payload if type(payload) is bytes else bytes(payload or b""),
     )
+
+
+# packed address -> text: a capture sees the same few proxy and peer addresses over and over
+_IP_TEXT: dict[bytes, str] = {}
+_IP_TEXT_LIMIT = 65536
 
 
 def _ip_text(packed: bytes) -> str:
     if len(packed) == 4:
-        return socket.inet_ntop(socket.AF_INET, packed)
-    if len(packed) == 16:
-        return socket.inet_ntop(socket.AF_INET6, packed)
-    return ""
+        text = socket.inet_ntop(socket.AF_INET, packed)
+    elif len(packed) == 16:
+        text = socket.inet_ntop(socket.AF_INET6, packed)
+    else:
+        return ""
+    if len(_IP_TEXT) >= _IP_TEXT_LIMIT:
+        _IP_TEXT.clear()
+    _IP_TEXT[bytes(packed)] = text
+    return text
