@@ -75,6 +75,7 @@ log = logging.getLogger("hepwatch.run")
 TOPIC = "run"  # the checkpoint's name for the in-process queue
 PARTITION = 0
 TAKE_BATCH = 5000
+CHECKPOINT_BUDGET = 10  # periodic checkpoints: at least this many times their duration apart
 
 
 # -- the analysis thread --------------------------------------------------------------------
@@ -110,7 +111,8 @@ class Analysis(threading.Thread):
         self.flushes = 0
         self.error: BaseException | None = None
         self._draining = threading.Event()
-        self._last_checkpoint = time.monotonic()
+        self._next_checkpoint = time.monotonic() + settings.consumer.checkpoint_interval_s
+        self.checkpoint_seconds = 0.0  # duration of the last checkpoint
         self._retry_at = 0.0
 
     def drain_and_stop(self) -> None:
@@ -126,7 +128,6 @@ class Analysis(threading.Thread):
             self.on_fatal(exc)
 
     def _loop(self) -> None:
-        checkpoint_every = self.settings.consumer.checkpoint_interval_s
         queue = self.queue
         while True:
             first, items = queue.take(TAKE_BATCH, timeout=0.05)
@@ -139,7 +140,7 @@ class Analysis(threading.Thread):
             mono = time.monotonic()
             if self.sink.due() and mono >= self._retry_at:
                 self._flush()
-            if mono - self._last_checkpoint >= checkpoint_every:
+            if mono >= self._next_checkpoint:
                 self._checkpoint()
         # Shutdown: everything queued was fed; store it and the engine state.
         for attempt in range(5):
@@ -233,8 +234,15 @@ class Analysis(threading.Thread):
 
     def _checkpoint(self, force: bool = False) -> None:
         """Engine state with its offset; only when everything it emitted is stored, and
-        only when something changed (input, or stream time moved by the idle advance)."""
-        self._last_checkpoint = time.monotonic()
+        only when something changed (input, or stream time moved by the idle advance).
+
+        Pickling the engine stops the analysis for as long as it takes (seconds with tens
+        of thousands of calls in flight), so the next periodic checkpoint waits at least
+        CHECKPOINT_BUDGET times that long: checkpoints never take more than about a tenth
+        of the analysis thread, whatever `checkpoint_interval_s` asks."""
+        started = time.monotonic()
+        interval = self.settings.consumer.checkpoint_interval_s
+        self._next_checkpoint = started + max(interval, CHECKPOINT_BUDGET * self.checkpoint_seconds)
         if self.sink.buffered_rows and not self._flush():
             return
         mark = (self.next_offset, self.engine.stream_time)
@@ -242,6 +250,16 @@ class Analysis(threading.Thread):
             return
         self.store.save(TOPIC, PARTITION, Checkpoint(self.next_offset, 0, self.engine))
         self._checkpointed = mark
+        took = time.monotonic() - started
+        self.checkpoint_seconds = took
+        self._next_checkpoint = time.monotonic() + max(interval, CHECKPOINT_BUDGET * took)
+        if took > interval / 2:
+            log.info(
+                "checkpoint of %d calls took %.1f s; the next in %.0f s",
+                len(self.engine.tracker),
+                took,
+                CHECKPOINT_BUDGET * took,
+            )
         self.metrics.checkpoints.inc()
         self.metrics.live_calls.set(len(self.engine.tracker))
 
