@@ -123,8 +123,11 @@ def _build_dialogs(engine: Engine, dialogs: int, spacing_us: int) -> None:
     for i in range(dialogs):
         for _ts, blob in _records(template, i, base + i * spacing_us):
             engine.feed(from_hep(fast.decode(blob), "m", "p1"))
-    # let every transaction pass its 64*T1 linger so only dialog state remains
-    engine.advance_to(engine.stream_time + 40_000_000)
+    # let every transaction pass its 64*T1 linger so only dialog state remains, then the
+    # idle calls freeze (16*T1 later), as stream time moves on in a live consumer
+    cfg = engine.config.tracker
+    engine.advance_to(engine.stream_time + cfg.linger_us + 1_000_000)
+    engine.advance_to(engine.stream_time + cfg.freeze_delay_us + 1_000_000)
     gc.collect()
 
 
@@ -138,9 +141,10 @@ def memory(dialogs: int, spacing_us: int, traced: int) -> None:
     _build_dialogs(engine, dialogs, spacing_us)
     after = _rss()
     live = len(engine.tracker)
+    frozen = sum(type(c) is bytes for c in engine.tracker.calls.values())
     print(
-        f"memory: {live:,} live established dialogs (one new call every {spacing_us} us of"
-        f" capture time), RSS +{(after - before) / 2**20:,.0f} MiB"
+        f"memory: {live:,} live established dialogs ({frozen:,} frozen; one new call every"
+        f" {spacing_us} us of capture time), RSS +{(after - before) / 2**20:,.0f} MiB"
         f" = {(after - before) / max(live, 1):,.0f} bytes per dialog"
         f" (built in {time.perf_counter() - start:.0f} s; load average"
         f" {os.getloadavg()[0]:.2f})"

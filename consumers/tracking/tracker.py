@@ -24,6 +24,9 @@ Rules (RFC sections as cited; PROTOCOL.md B.2 to B.4, C.0):
   idle attempts and idle dialogs time out; past the cap, ended calls are evicted first,
   then call attempts, established calls last (oldest activity first). Every removal is
   counted by reason and reported as a dialog record.
+- Frozen calls: an established call whose transactions are all over (64*T1 after their last
+  message) is kept as one small blob (`freezer`) in `calls` and thawed, exactly as it was,
+  when its next message arrives, a timer fires for it (`get`) or it is removed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.sip import SipMessage
+from consumers.tracking.freezer import Freezer, dialog_count, last_ts, release
 from consumers.tracking.model import (
     CALLEE,
     CALLER,
@@ -60,10 +64,18 @@ class TrackerConfig:
     attempt_idle_s: float = 300.0  # a call attempt with no message for this long is dropped
     dialog_idle_s: float = 3 * 3600.0  # an established call with no message for this long
     proxy_ips: set[str] = field(default_factory=set)
+    freeze_idle: bool = True  # keep idle established calls as blobs (see freezer.py)
 
     @property
     def linger_us(self) -> int:
         return 64 * self.t1_ms * 1000
+
+    @property
+    def freeze_delay_us(self) -> int:
+        """How long after its transactions are dropped an idle call is frozen: detector
+        timers set at 64*T1 plus a tolerance from its last message fire first, so freezing
+        does not wake it again at once."""
+        return 16 * self.t1_ms * 1000
 
 
 class Event:
@@ -150,16 +162,19 @@ class Tracker:
         proxy_ips: Callable[[str], set[str]] | None = None,
     ) -> None:
         self.config = config or TrackerConfig()
-        self.calls: dict[str, Call] = {}
-        self._classes: dict[str, OrderedDict[str, Call]] = {
+        self.calls: dict[str, Call | bytes] = {}  # bytes: a frozen call
+        self._classes: dict[str, OrderedDict[str, Call | bytes]] = {
             ENDED: OrderedDict(),
             ATTEMPT: OrderedDict(),
             ESTABLISHED: OrderedDict(),
         }
         self._proxy_ips = proxy_ips
         self._compact_queue: deque[tuple[int, Call]] = deque()
+        self._freeze_queue: deque[tuple[int, Call]] = deque()
         self.removed: dict[str, int] = {}  # reason -> calls removed
         self.evicted: dict[str, int] = {}  # eviction class -> calls evicted over the cap
+        self.freezer = Freezer()
+        self._now = 0  # latest stream time seen by expire()
 
     # -- public ----------------------------------------------------------------------------
 
@@ -167,7 +182,17 @@ class Tracker:
         return len(self.calls)
 
     def live_dialogs(self) -> int:
-        return sum(len(c.dialogs) or 1 for c in self.calls.values())
+        return sum(
+            (dialog_count(c) if type(c) is bytes else len(c.dialogs)) or 1  # type: ignore[union-attr, arg-type]
+            for c in self.calls.values()
+        )
+
+    def get(self, call_id: str) -> Call | None:
+        """The call with this Call-ID, thawed if it was frozen."""
+        call = self.calls.get(call_id)
+        if type(call) is bytes:
+            return self._thaw(call_id, call)
+        return call  # type: ignore[return-value]
 
     def process(self, lm: LogicalMessage, t: int, t_out: int) -> Event | None:
         msg = lm.msg
@@ -177,8 +202,10 @@ class Tracker:
             return None
         from_tag = msg.from_tag or ""
         to_tag = msg.to_tag or ""
-        call = self.calls.get(call_id)
-        if call is None:
+        call = self.calls.get(call_id)  # type: ignore[assignment]
+        if type(call) is bytes:
+            call = self._thaw(call_id, call)
+        elif call is None:
             call = Call(call_id, lm.first.node, lm.first.capture_id, from_tag, t)
             self.calls[call_id] = call
         call.last_ts = max(call.last_ts, t)
@@ -205,13 +232,19 @@ class Tracker:
             (ATTEMPT, int(cfg.attempt_idle_s * 1e6), "idle"),
             (ESTABLISHED, int(cfg.dialog_idle_s * 1e6), "idle"),
         )
+        if now_us > self._now:
+            self._now = now_us
         for klass, age_us, reason in limits:
             calls = self._classes[klass]
             while calls:
-                call = next(iter(calls.values()))
-                ref = call.end_ts if klass == ENDED else call.last_ts
+                call_id, value = next(iter(calls.items()))
+                if type(value) is bytes:
+                    ref = last_ts(value)
+                else:
+                    ref = value.end_ts if klass == ENDED else value.last_ts  # type: ignore[union-attr]
                 if ref + age_us > now_us:
                     break
+                call = self._hydrated(call_id, value)
                 self._remove(call, reason)
                 out.append(call)
         self._compact(now_us)
@@ -219,7 +252,7 @@ class Tracker:
             for klass in (ENDED, ATTEMPT, ESTABLISHED):
                 calls = self._classes[klass]
                 if calls:
-                    call = next(iter(calls.values()))
+                    call = self._hydrated(*next(iter(calls.items())))
                     self._remove(call, "evicted")
                     self.evicted[klass] = self.evicted.get(klass, 0) + 1
                     out.append(call)
@@ -232,8 +265,9 @@ class Tracker:
         queue = self._compact_queue
         while queue and queue[0][0] <= now_us:
             _, call = queue.popleft()
-            if call.last_ts + linger > now_us or self.calls.get(call.call_id) is not call:
-                continue  # active again (a later entry is queued) or gone
+            cid = call.call_id
+            if cid is None or self.calls.get(cid) is not call or call.last_ts + linger > now_us:
+                continue  # released, gone or frozen, or active again (a later entry is queued)
             keep: dict[tuple[str, int, str], Transaction] = {}
             for key, tx in call.transactions.items():
                 done_ts = max(tx.final_last_ts, tx.ack_ts)
@@ -251,10 +285,44 @@ class Tracker:
             if call.ext is not None and not any(d.offer for d in call.dialogs.values()):
                 call.ext.pop("initial_offer", None)
                 call.ext.pop("offer_sdp", None)
+            if not keep and call.klass == ESTABLISHED and self.config.freeze_idle:
+                self._freeze_queue.append((now_us + self.config.freeze_delay_us, call))
+        self._freeze(now_us)
+
+    def _freeze(self, now_us: int) -> None:
+        """Freeze the established calls still idle since they were compacted."""
+        idle_us = self.config.linger_us + self.config.freeze_delay_us
+        queue = self._freeze_queue
+        while queue and queue[0][0] <= now_us:
+            _, call = queue.popleft()
+            cid = call.call_id
+            if (
+                cid is None
+                or self.calls.get(cid) is not call
+                or call.last_ts + idle_us > now_us
+                or call.transactions
+                or call.klass != ESTABLISHED
+            ):
+                continue
+            blob = self.freezer.freeze(call)
+            self.calls[cid] = blob
+            self._classes[ESTABLISHED][cid] = blob  # keeps its place in the idle order
+            release(call)
+
+    def _thaw(self, call_id: str, blob: bytes) -> Call:
+        call = self.freezer.thaw(blob)
+        self.calls[call_id] = call
+        self._classes[call.klass][call_id] = call  # keeps its place in the idle order
+        # Frozen again once quiet for 64*T1 (a timer may have been all that woke it).
+        self._compact_queue.append((max(self._now, call.last_ts) + self.config.linger_us, call))
+        return call
+
+    def _hydrated(self, call_id: str, value: Call | bytes) -> Call:
+        return self._thaw(call_id, value) if type(value) is bytes else value  # type: ignore[arg-type, return-value]
 
     def drain(self) -> list[Call]:
         """Remove and return every call (end of input)."""
-        calls = list(self.calls.values())
+        calls = [self._hydrated(cid, value) for cid, value in list(self.calls.items())]
         for call in calls:
             self._remove(call, "capture_end")
         return calls

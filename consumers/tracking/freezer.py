@@ -1,0 +1,88 @@
+"""Frozen calls: an idle established call kept as one small bytes blob.
+
+A call with no live transaction (all completed and past 64*T1) only waits for its next
+message or timer, often for minutes. Its object graph (Call, Dialog, the initial
+Transaction, detector state in `ext`) is ~5 KB of small Python objects; frozen, it is the
+pickle of that graph, raw-deflated against a preset dictionary, about 150 bytes. Pickle
+keeps every object, value and shared reference of the call exactly, so a thawed call is
+indistinguishable from one never frozen (its objects are new, which nothing outside the
+call can notice: timers and records refer to calls by Call-ID, never by object).
+
+Blob layout: 8 bytes last_ts (signed little-endian, so idle expiry reads it without
+thawing), 1 byte dialog count (capped at 255), then the deflated pickle. The dictionary is
+the pickle of the first call frozen (class paths, slot names and values repeat from call to
+call); the `Freezer` keeps it and is pickled with the tracker, so blobs restored from a
+checkpoint thaw with the dictionary they were made with.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consumers.tracking.model import Call
+
+_WBITS = -14  # raw deflate, 16 KB window: the dictionary and a call's pickle both fit
+_MEM_LEVEL = 4  # small compressor state: creating one is most of the cost
+_LEVEL = 1
+_HEADER = 9
+_DICT_MAX = 1 << 14
+
+
+class Freezer:
+    __slots__ = ("frozen", "thawed", "zdict")
+
+    def __init__(self) -> None:
+        self.zdict = b""  # learned from the first call frozen
+        self.frozen = 0
+        self.thawed = 0
+
+    def freeze(self, call: Call) -> bytes:
+        data = pickle.dumps(call, pickle.HIGHEST_PROTOCOL)
+        if not self.zdict:
+            self.zdict = data[-_DICT_MAX:]
+        comp = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=self.zdict)
+        self.frozen += 1
+        head = call.last_ts.to_bytes(8, "little", signed=True) + bytes(
+            (min(len(call.dialogs), 255),)
+        )
+        return head + comp.compress(data) + comp.flush()
+
+    def thaw(self, blob: bytes) -> Call:
+        dec = zlib.decompressobj(_WBITS, zdict=self.zdict)
+        self.thawed += 1
+        return pickle.loads(dec.decompress(blob[_HEADER:]) + dec.flush())  # type: ignore[no-any-return]
+
+
+def last_ts(blob: bytes) -> int:
+    """The frozen call's last activity time (its idle expiry reference)."""
+    return int.from_bytes(blob[:8], "little", signed=True)
+
+
+def dialog_count(blob: bytes) -> int:
+    return blob[8]
+
+
+def release(call: Call) -> None:
+    """Break the reference cycles of a call no longer used (frozen or removed), so that it
+    is freed at once: with the consumer's GC thresholds, cyclic garbage that reached the
+    oldest generation would wait minutes for a full collection. Call <-> Dialog <->
+    Transaction are the cycles; detector state hangs off `ext` and reaches back only
+    through them."""
+    from consumers.tracking.model import Call, Dialog, Transaction
+
+    txs = list(call.transactions.values())
+    if call.initial is not None:
+        txs.append(call.initial)
+    for dialog in call.dialogs.values():
+        txs += [dialog.offer, *dialog.pending_invite, *dialog.pending_update]
+        for name in Dialog.__slots__:
+            setattr(dialog, name, None)
+    for tx in txs:
+        if tx is not None:
+            for name in Transaction.__slots__:
+                setattr(tx, name, None)
+    for name in Call.__slots__:
+        setattr(call, name, None)

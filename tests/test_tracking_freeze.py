@@ -1,0 +1,91 @@
+"""Frozen calls (tracking/freezer.py): an idle established call kept as a blob and thawed
+on its next message, timer or removal behaves exactly as one never frozen."""
+
+from __future__ import annotations
+
+import pickle
+
+from capture_build import make_calls
+from sipflow import Flow, sdp
+
+from consumers.engine import Engine, EngineConfig
+from consumers.observation import Observation
+from consumers.records import Record
+from consumers.tracking.tracker import TrackerConfig
+
+
+def _mixed_traffic(n: int, seed: int) -> list[Observation]:
+    """Clean, held, glare, missing-ACK, session-timer (expired and refreshed) calls and
+    more, overlapping, with idle gaps of 45-61 s inside calls."""
+    obs = [o for call in make_calls(n, seed) for o in call.flow.obs]
+    return sorted(obs, key=lambda o: o.ts_us)
+
+
+def _run(
+    obs: list[Observation], freeze: bool, t1_ms: int = 500, checkpoint_every: int = 0
+) -> tuple[list[Record], Engine]:
+    engine = Engine(EngineConfig(tracker=TrackerConfig(t1_ms=t1_ms, freeze_idle=freeze)))
+    out: list[Record] = []
+    for n, o in enumerate(obs, 1):
+        out += engine.feed(o)
+        if checkpoint_every and n % checkpoint_every == 0:
+            engine = pickle.loads(pickle.dumps(engine))  # a consumer restarting from it
+    engine.advance_to(engine.stream_time + 3_600_000_000)  # idle calls' timers fire
+    out += engine.flush()
+    return out, engine
+
+
+def test_frozen_calls_yield_the_same_records_as_never_frozen():
+    obs = _mixed_traffic(60, seed=7)
+    plain, eng_plain = _run(obs, freeze=False)
+    frozen, eng = _run(obs, freeze=True)
+    assert eng_plain.tracker.freezer.frozen == 0
+    assert eng.tracker.freezer.frozen >= 10  # the timer calls, idle 45-61 s
+    assert eng.tracker.freezer.thawed == eng.tracker.freezer.frozen  # all thawed by the end
+    assert any(r.kind == "anomaly" for r in plain)
+    assert frozen == plain
+
+
+def test_short_t1_freezes_between_most_messages_and_changes_nothing():
+    # With T1 = 20 ms calls freeze 1.6 s after any message once their transactions are
+    # over: between re-INVITEs, refreshes, before BYEs, while detector timers are pending.
+    obs = _mixed_traffic(40, seed=11)
+    plain, _ = _run(obs, freeze=False, t1_ms=20)
+    frozen, eng = _run(obs, freeze=True, t1_ms=20)
+    assert eng.tracker.freezer.frozen > 40
+    assert frozen == plain
+
+
+def test_checkpoints_of_frozen_calls_resume_exactly():
+    obs = _mixed_traffic(40, seed=3)
+    plain, _ = _run(obs, freeze=False)
+    resumed, eng = _run(obs, freeze=True, checkpoint_every=97)
+    assert eng.tracker.freezer.frozen > 0
+    assert resumed == plain
+
+
+def test_idle_established_call_is_a_small_blob_until_its_bye():
+    f = Flow()
+    f.setup()
+    eng = Engine(EngineConfig())
+    out: list[Record] = []
+    for o in sorted(f.obs, key=lambda o: o.ts_us):
+        out += eng.feed(o)
+    eng.advance_to(eng.stream_time + 33_000_000)  # its transactions dropped (64*T1)
+    eng.advance_to(eng.stream_time + 9_000_000)  # and 16*T1 later frozen
+    blob = eng.tracker.calls[f.call_id]
+    assert isinstance(blob, bytes) and len(blob) < 1200  # the first call: no dictionary yet
+    assert len(eng.tracker) == 1 and eng.tracker.live_dialogs() == 1
+    state = pickle.loads(pickle.dumps(eng))
+    assert state.tracker.calls[f.call_id] == blob
+    f.t = eng.stream_time / 1e6
+    f.request("A", "INVITE", body=sdp(version=2, direction="sendonly"))
+    f.bye("A")
+    for o in sorted(f.obs, key=lambda o: o.ts_us):
+        if o.ts_us > eng.stream_time:
+            out += eng.feed(o)
+    out += eng.flush()
+    (dialog,) = [r for r in out if r.kind == "dialog"]
+    assert dialog.state == "terminated" and dialog.reinvites == 1
+    (change,) = [r for r in out if r.kind == "session_change"]
+    assert change.intent == "hold"
