@@ -11,6 +11,12 @@ setup(
             extra_compile_args=["-O2"],
         ),
         Extension(
+            "consumers.clickhouse._native",
+            ["consumers/clickhouse/_native.c"],
+            optional=True,  # no compiler: the sink builds Python lists for the driver
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
             "consumers.sip._scan",
             ["consumers/sip/_scan.c"],
             optional=True,  # no compiler: the Python header split is used

@@ -109,6 +109,11 @@ class TableSpec:
     kind: str
     columns: tuple[str, ...]
     build: ColumnBuilder
+    sources: tuple[str, ...]
+    """Where each column's value comes from, for the C Native encoder (`native.py`): an
+    attribute name; "name?" with None as "" or []; "!name" for `name is not None`;
+    "observations.x" for the Array of x over the observations; "map:name" for
+    `map_field(name)`. Must say what `build` does (tests compare both paths)."""
 
     @property
     def all_columns(self) -> tuple[str, ...]:
@@ -306,14 +311,41 @@ def anomaly_columns(recs: list[AnomalyRecord], ip: AddressPacker) -> list[list[A
     ]
 
 
+def sources(columns: tuple[str, ...], **renamed: str) -> tuple[str, ...]:
+    """Each column's source: its own name unless renamed."""
+    unknown = set(renamed) - set(columns)
+    if unknown:
+        raise AssertionError(f"sources for unknown columns {sorted(unknown)}")
+    return tuple(renamed.get(c, c) for c in columns)
+
+
+_OBS = {f"obs_{x}": f"observations.{x}"
+        for x in ("src_ip", "src_port", "dst_ip", "dst_port", "hop", "ref", "copies")}  # fmt: skip
+MESSAGE_SOURCES = sources(
+    MESSAGE_COLUMNS, event_time="event_time_us", node_name="node", has_allow="!allow",
+    allow="allow?", has_supported="!supported", supported="supported?", require="require?",
+    refresher="refresher?", obs_time="observations.ts_us", **_OBS,
+)  # fmt: skip
+SESSION_CHANGE_SOURCES = sources(
+    SESSION_CHANGE_COLUMNS, event_time="event_time_us", node_name="node", fields="map:fields"
+)
+DIALOG_SOURCES = sources(
+    DIALOG_COLUMNS, node_name="node", start_time="start_time_us", early_time="early_time_us",
+    confirmed_time="confirmed_time_us", end_time="end_time_us",
+)  # fmt: skip
+ANOMALY_SOURCES = sources(
+    ANOMALY_COLUMNS, event_time="event_time_us", detected_at="detected_at_us", node_name="node",
+    fields="map:fields",
+)  # fmt: skip
+
 TABLES: dict[str, TableSpec] = {
     spec.kind: spec
     for spec in (
-        TableSpec("sip_messages", "message", MESSAGE_COLUMNS, message_columns),
+        TableSpec("sip_messages", "message", MESSAGE_COLUMNS, message_columns, MESSAGE_SOURCES),
         TableSpec("session_changes", "session_change", SESSION_CHANGE_COLUMNS,
-                  session_change_columns),
-        TableSpec("dialogs", "dialog", DIALOG_COLUMNS, dialog_columns),
-        TableSpec("anomalies", "anomaly", ANOMALY_COLUMNS, anomaly_columns),
+                  session_change_columns, SESSION_CHANGE_SOURCES),
+        TableSpec("dialogs", "dialog", DIALOG_COLUMNS, dialog_columns, DIALOG_SOURCES),
+        TableSpec("anomalies", "anomaly", ANOMALY_COLUMNS, anomaly_columns, ANOMALY_SOURCES),
     )
 }  # fmt: skip
 """Record kind -> its table. Kinds not listed (leg) are not stored by the ClickHouse sink."""

@@ -3,13 +3,18 @@
 `ClickHouseSink(client, settings.clickhouse)` implements the `consumers.sinks.Sink` protocol:
 
 - `write(records)` buffers records per table (message -> sip_messages, session_change ->
-  session_changes, dialog -> dialogs, anomaly -> anomalies), converting them to columns in
-  chunks (`consumers.clickhouse.rows`). Leg records are ignored: they go to the leg
-  correlation stage, not to a table. An unknown kind is an error, never dropped silently.
+  session_changes, dialog -> dialogs, anomaly -> anomalies). Leg records are ignored: they
+  go to the leg correlation stage, not to a table. An unknown kind is an error, never
+  dropped silently.
 - `flush()` inserts each table's buffer as one columnar INSERT and returns once ClickHouse
-  acknowledged it. When an INSERT fails, `flush()` raises `SinkFlushError` and keeps that
-  block as it was (same rows, same deduplication token): the next `flush()` sends exactly it
-  again before anything written since, so nothing is lost or doubled by the retry.
+  acknowledged it. With the C extension built (and addresses packed), the records of a
+  table become one Native block in C (`consumers.clickhouse.native`) sent with
+  `raw_insert`; otherwise they are converted to Python lists in chunks while written
+  (`consumers.clickhouse.rows`) and serialised by clickhouse-connect. Both write the same
+  rows (tests compare them column by column). When an INSERT fails, `flush()` raises
+  `SinkFlushError` and keeps that block as it was (same rows, same deduplication token):
+  the next `flush()` sends exactly it again before anything written since, so nothing is
+  lost or doubled by the retry.
 - `position(partition, offset)` stamps `src_partition`/`src_offset` on the rows written
   after it (-1/-1 until called).
 - `resume(partition, next_offset)` makes a replay exact: after a consumer restores a
@@ -37,6 +42,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from consumers.clickhouse.native import HAVE_NATIVE, NativeEncoder, NativeUnsupported
 from consumers.clickhouse.rows import (
     IGNORED_KINDS,
     SOURCE_COLUMNS,
@@ -51,7 +57,14 @@ from hepwatch.config import ClickHouseConfig
 log = logging.getLogger(__name__)
 
 _IPV6_TYPE = re.compile(r"\bIPv6\b")
-INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+INSERT_SETTINGS = {
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+    # ReplacingMergeTree would otherwise sort-merge every inserted block to collapse equal
+    # sort keys inside it: half of the engine's time per row, for nothing here (the sink
+    # never writes an id twice in a block, and the views downstream see the block as sent
+    # anyway). Merges still collapse any duplicate.
+    "optimize_on_insert": 0,
+}
 MAX_BLOCK_ROWS = 100_000
 
 
@@ -73,11 +86,21 @@ class PlainAddresses:
 
 @dataclass(slots=True)
 class _Block:
-    """Rows of one table ready to insert: columns in spec.all_columns order, and their token."""
+    """Rows of one table ready to insert, with their token and their ids and sources.
 
-    columns: list[list[Any]]
+    Either `columns` (lists in spec.all_columns order, sent through the driver) or `records`
+    (encoded by the C Native encoder on the first attempt; `payload` keeps the bytes for a
+    retry, dropped when an attempt fails so a re-created table is described again).
+    """
+
     rows: int
     token: str
+    ids: list[str]
+    partitions: list[int]
+    offsets: list[int]
+    columns: list[list[Any]] | None = None
+    records: list[Record] | None = None
+    payload: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -113,11 +136,17 @@ class ClickHouseSink:
         *,
         pack_addresses: bool = True,
         chunk_rows: int = 8192,
+        native: bool | None = None,
     ) -> None:
         self.client = client
         self.cfg = cfg
         self.chunk_rows = chunk_rows
         self.pack_addresses = pack_addresses
+        if native and not (HAVE_NATIVE and pack_addresses):
+            raise ValueError("the Native encoder needs the C extension and packed addresses")
+        # Native: records kept as they are until the flush encodes them in C into one Native
+        # block (raw_insert); else converted to lists in chunks for the driver's insert.
+        self.native = HAVE_NATIVE and pack_addresses if native is None else native
         self.addresses: AddressPacker | PlainAddresses = (
             AddressPacker() if pack_addresses else PlainAddresses()
         )
@@ -127,6 +156,8 @@ class ClickHouseSink:
         self._inflight: dict[str, _Block] = {}
         self._resume: dict[int, _Resume] = {}
         self._types: dict[str, list[str]] = {}
+        self._encoders: dict[str, NativeEncoder | None] = {}
+        self._described: dict[str, list[str]] = {}
         self._first_unflushed: float | None = None
         self._closed = False
         self._insert_settings: dict[str, Any] = dict(INSERT_SETTINGS)
@@ -170,7 +201,7 @@ class ClickHouseSink:
             added = len(buf.records) - len(buf.partitions)
             buf.partitions.extend(itertools.repeat(partition, added))
             buf.offsets.extend(itertools.repeat(offset, added))
-            if len(buf.records) >= self.chunk_rows:
+            if not self.native and len(buf.records) >= self.chunk_rows:
                 self._convert(kind)
         if touched and self._first_unflushed is None:
             self._first_unflushed = time.monotonic()
@@ -276,43 +307,62 @@ class ClickHouseSink:
 
     def _seal(self, kind: str) -> _Block:
         """Move a table's buffer into one block with its deduplication token."""
-        self._convert(kind)
         buf = self._buffers[kind]
         t0 = time.perf_counter()
-        if len(buf.chunks) == 1:
-            columns = buf.chunks[0]
+        records: list[Record] | None = None
+        columns: list[list[Any]] | None = None
+        if self.native and not buf.chunks:
+            records, partitions, offsets = buf.records, buf.partitions, buf.offsets
+            ids = [r.id for r in records]
+            rows = len(records)
         else:
-            columns = [
-                list(itertools.chain.from_iterable(chunk[i] for chunk in buf.chunks))
-                for i in range(len(buf.chunks[0]))
-            ]
-        rows = buf.chunk_rows
+            self._convert(kind)
+            if len(buf.chunks) == 1:
+                columns = buf.chunks[0]
+            else:
+                columns = [
+                    list(itertools.chain.from_iterable(chunk[i] for chunk in buf.chunks))
+                    for i in range(len(buf.chunks[0]))
+                ]
+            ids, partitions, offsets = columns[0], columns[-2], columns[-1]
+            rows = buf.chunk_rows
         self._buffers[kind] = _Buffer()
         spec = TABLES[kind]
         h = hashlib.blake2b(digest_size=16)
         h.update(f"{spec.table}\x1e{rows}\x1e".encode())
-        h.update("\x1f".join(columns[0]).encode("utf-8", "surrogatepass"))
-        h.update(repr((columns[-2], columns[-1])).encode())
+        h.update("\x1f".join(ids).encode("utf-8", "surrogatepass"))
+        h.update(repr((partitions, offsets)).encode())
         self.convert_seconds += time.perf_counter() - t0
-        return _Block(columns=columns, rows=rows, token=f"hepwatch-{h.hexdigest()}")
+        return _Block(
+            rows=rows,
+            token=f"hepwatch-{h.hexdigest()}",
+            ids=ids,
+            partitions=partitions,
+            offsets=offsets,
+            columns=columns,
+            records=records,
+        )
 
     def _insert(self, spec: TableSpec, block: _Block, failures: list[str]) -> bool:
         t0 = time.perf_counter()
+        settings = {**self._insert_settings, "insert_deduplication_token": block.token}
         try:
-            ctx = self.client.create_insert_context(
-                spec.table,
-                spec.all_columns,
-                column_type_names=self._column_types(spec),
-                column_oriented=True,
-                settings={**self._insert_settings, "insert_deduplication_token": block.token},
-            )
-            # The driver cuts an insert into ~2 MB Native blocks (about 1000 of these wide
-            # rows); one block per INSERT halved the engine's time per row in chDB.
-            ctx.req_block_size = min(block.rows, MAX_BLOCK_ROWS)
-            ctx.data = block.columns
-            self.client.data_insert(ctx)
+            if block.records is not None:
+                payload = block.payload or self._encode(spec, block)
+                if payload is not None:
+                    block.payload = payload
+                    t0 = time.perf_counter()
+                    self.client.raw_insert(
+                        spec.table, spec.all_columns, payload, settings=settings, fmt="Native"
+                    )
+                else:
+                    self._insert_columns(spec, block, settings)
+            else:
+                self._insert_columns(spec, block, settings)
         except Exception as exc:
             self._types.pop(spec.table, None)  # the table may have been re-created
+            self._encoders.pop(spec.table, None)
+            block.payload = None
             log.warning("insert of %d rows into %s failed: %s", block.rows, spec.table, exc)
             failures.append(f"insert of {block.rows} rows into {spec.table} failed: {exc}")
             return False
@@ -321,6 +371,53 @@ class ClickHouseSink:
         del self._inflight[spec.kind]
         self.rows_written[spec.table] += block.rows
         return True
+
+    def _encode(self, spec: TableSpec, block: _Block) -> bytes | None:
+        """The block as one Native block, or None when this table has to take the list path."""
+        t0 = time.perf_counter()
+        try:
+            encoder = self._encoder(spec)
+            if encoder is None:
+                return None
+            assert block.records is not None
+            return encoder.encode(block.records, block.partitions, block.offsets)
+        finally:
+            self.convert_seconds += time.perf_counter() - t0
+
+    def _encoder(self, spec: TableSpec) -> NativeEncoder | None:
+        if spec.table in self._encoders:
+            return self._encoders[spec.table]
+        self._column_types(spec)
+        try:
+            encoder: NativeEncoder | None = NativeEncoder(
+                spec, self._described[spec.table], self.addresses
+            )
+        except NativeUnsupported as exc:
+            log.warning("%s: inserting through the driver's lists (%s)", spec.table, exc)
+            encoder = None
+        self._encoders[spec.table] = encoder
+        return encoder
+
+    def _insert_columns(self, spec: TableSpec, block: _Block, settings: dict[str, Any]) -> None:
+        if block.columns is None:  # a native block whose table the encoder cannot write
+            assert block.records is not None
+            t0 = time.perf_counter()
+            cols = columns_of(spec, block.records, self.addresses)
+            cols += [block.partitions, block.offsets]
+            block.columns = cols
+            self.convert_seconds += time.perf_counter() - t0
+        ctx = self.client.create_insert_context(
+            spec.table,
+            spec.all_columns,
+            column_type_names=self._column_types(spec),
+            column_oriented=True,
+            settings=settings,
+        )
+        # The driver cuts an insert into ~2 MB Native blocks (about 1000 of these wide
+        # rows); one block per INSERT halved the engine's time per row in chDB.
+        ctx.req_block_size = min(block.rows, MAX_BLOCK_ROWS)
+        ctx.data = block.columns
+        self.client.data_insert(ctx)
 
     def _column_types(self, spec: TableSpec) -> list[str]:
         """The table's column types, IPv6 sent as FixedString(16) when addresses are packed."""
@@ -337,6 +434,7 @@ class ClickHouseSink:
                 "run `hepwatch schema apply`"
             )
         types = [described[c] for c in spec.all_columns]
+        self._described[spec.table] = types
         if self.pack_addresses:
             types = [_IPV6_TYPE.sub("FixedString(16)", t) for t in types]
         self._types[spec.table] = types
@@ -349,11 +447,12 @@ class ClickHouseSink:
         for rec, p, o in zip(buf.records, buf.partitions, buf.offsets, strict=True):
             if p == partition and o >= offset:
                 out.append((rec.id, o))
-        blocks = [*buf.chunks]
+        blocks = [(cols[0], cols[-2], cols[-1]) for cols in buf.chunks]
         if kind in self._inflight:
-            blocks.append(self._inflight[kind].columns)
-        for cols in blocks:
-            for rid, p, o in zip(cols[0], cols[-2], cols[-1], strict=True):
+            b = self._inflight[kind]
+            blocks.append((b.ids, b.partitions, b.offsets))
+        for ids, partitions, offsets in blocks:
+            for rid, p, o in zip(ids, partitions, offsets, strict=True):
                 if p == partition and o >= offset:
                     out.append((rid, o))
         return out
