@@ -257,6 +257,10 @@ class AlertEvaluator:
             return notes[key]
         rule = self._by_name[state.rule]
         note = notification(rule, state, now, self.expires_after_s)
+        if state.state == FIRING:
+            # Receivers expire alerts by their own clock; on the data clock `now` may be far
+            # behind it (an old capture replayed), and the alert would arrive already ended.
+            note.ends_at = max(now, time.time()) + self.expires_after_s
         if state.state == RESOLVED:
             start = (state.fired_at or state.since) - rule.window
             end = state.resolved_at or now
