@@ -9,12 +9,14 @@ and the collector would record; `hepwatch replay` sends it as it is.
 
 Time. The evaluator runs on the data clock (`alerts.clock = "data"`), the mode for replayed
 captures: it follows the newest minute of stored data, then the wall clock. The first capture
-ends with its burst minute M, three minutes before the current one; spike rules with 2-minute
-windows see M for the minute after the data arrives, so the alerts fire however the replay
-and the evaluations interleave. A second capture of clean calls in minute M+2 (sent over TCP)
-moves the data clock past the window and the alerts resolve at once; as the data minutes are
-all complete in wall time, a resolution's endsAt is in the past for the receiver, as
-Alertmanager needs to see it resolved.
+ends with its burst minute M, a few minutes before the current one (or half an hour: an old
+capture replayed with its own times); spike rules with 2-minute windows see M for the minute
+after the data arrives, so the alerts fire however the replay and the evaluations
+interleave. A second capture of clean calls in minute M+2 (sent over TCP) moves the data
+clock past the window and the alerts resolve at once. As the data minutes are all complete
+in wall time, a resolution's endsAt is in the past for the receiver, as Alertmanager needs
+to see it resolved, while a firing alert's endsAt must be in its future however old the
+data.
 """
 
 from __future__ import annotations
@@ -140,12 +142,13 @@ def _place(call: Call, at: float, when: Callable[[Call], float]) -> Call:
     return shift_call(call, at - when(call))
 
 
-def plan_captures(now: float, seed: int = 7) -> Plan:
-    """Minute M = three minutes before the current one: background calls over M-4..M, the
-    491s and 405s of the burst in M+5..M+40 s (every burst call over by M+60), then six
-    short clean calls in M+2."""
+def plan_captures(now: float, minutes_ago: int, seed: int = 7) -> Plan:
+    """Minute M = `minutes_ago` (at least 3) before the current one: background calls over
+    M-4..M, the 491s and 405s of the burst in M+5..M+40 s (every burst call over by M+60),
+    then six short clean calls in M+2, a complete minute."""
+    assert minutes_ago >= 3
     rng = random.Random(seed)
-    m = (int(now) // 60 - 3) * 60
+    m = (int(now) // 60 - minutes_ago) * 60
     plan = Plan(m)
     n = 0
     for peer, count in GLARE_PEERS.items():
@@ -287,7 +290,10 @@ def poll(what: str, check: Callable[[], Any], deadline_s: float, why: Callable[[
         time.sleep(0.2)
 
 
-def test_burst_fires_and_resolves_through_run(tmp_path: Path, receiver: TimedReceiver) -> None:
+@pytest.mark.parametrize("minutes_ago", [3, 30], ids=["recent", "half_an_hour_old"])
+def test_burst_fires_and_resolves_through_run(
+    tmp_path: Path, receiver: TimedReceiver, minutes_ago: int
+) -> None:
     started = time.monotonic()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
@@ -307,13 +313,13 @@ def test_burst_fires_and_resolves_through_run(tmp_path: Path, receiver: TimedRec
         return (
             f"burst minute {datetime.fromtimestamp(m, UTC).isoformat()}; alerts received "
             f"(arrival - M):\n{got or '  none'}\nrefused: {receiver.refused}\n"
-            f"run log tail:\n{run.log_tail()}"
+            f"stored: {_stored(run)}\nrun log tail:\n{run.log_tail()}"
         )
 
     try:
         run.start()
         # Planned once run is up, so its start-up time does not age the captures.
-        plan = plan_captures(time.time())
+        plan = plan_captures(time.time(), minutes_ago)
         burst_pcap, tail_pcap = tmp_path / "burst.pcap", tmp_path / "tail.pcap"
         n_burst = write_capture(plan.calls, burst_pcap)
         n_tail = write_capture(plan.tail, tail_pcap, number_from=len(plan.calls))
@@ -360,13 +366,35 @@ def test_burst_fires_and_resolves_through_run(tmp_path: Path, receiver: TimedRec
         # 4. The state through the live instance's query endpoint, by `alerts check`.
         check_alert_state(run, rules, plan, state)
 
-        # 5. The saved queries and the ladder of a glare call.
+        # 5. Every call of both captures stored as a dialog; the saved queries; the ladder of
+        # a glare call.
+        calls = len(plan.calls) + len(plan.tail)
+        got = run.wait_for("SELECT uniqExact(call_id) FROM dialogs", calls, timeout=30)
+        assert got == calls, f"dialogs: {got} of {calls}\n{state()}"
         check_saved_queries(run, plan, node, in_capture)
         check_flow(run, plan, tmp_path)
         assert run.stop() == 0, run.log_tail()
     finally:
         run.kill()
     print(f"\nend to end: {time.monotonic() - started:.1f} s")
+
+
+def _stored(run: RunProc) -> str:
+    """What run stored, by table and by status (for failure messages)."""
+    try:
+        tables = run.rows(
+            "SELECT 'messages' AS t, count() AS n FROM sip_messages UNION ALL "
+            "SELECT 'dialogs', count() FROM dialogs UNION ALL "
+            "SELECT 'anomalies', count() FROM anomalies"
+        )
+        statuses = run.rows(
+            "SELECT status, count() AS n, toString(min(event_time)) AS first, "
+            "toString(max(event_time)) AS last FROM sip_messages WHERE status >= 400 "
+            "GROUP BY status ORDER BY status"
+        )
+        return f"{tables} {statuses}; queued {run.metric('hepwatch_run_queued_records_total')}"
+    except Exception as exc:  # the endpoint may be what failed
+        return f"(not readable: {exc})"
 
 
 def check_notifications(
