@@ -37,6 +37,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from collector.auth import AuthPolicy
 from collector.hep import fast
 from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
-from collector.ingest import H_NODE, Ingest, ListenerStats
+from collector.ingest import H_NODE, H_RECEIVED_US, Ingest, ListenerStats
 from collector.listeners.stream import StreamListener, server_tls_context
 from collector.listeners.udp import UdpListener
 from consumers.alerts.service import AlertEvaluator
@@ -107,6 +108,7 @@ class Analysis(threading.Thread):
         self.next_offset = queue.taken_offset
         self._checkpointed: tuple[int, int] | None = None  # (offset, stream time) saved
         self.last_wall = time.time()
+        self.clock = CaptureClock()
         self.errors = 0
         self.flushes = 0
         self.error: BaseException | None = None
@@ -172,13 +174,14 @@ class Analysis(threading.Thread):
         metrics = self.metrics
         observations: list[Observation] = []
         latency = metrics.latency
+        nodes: dict[int, tuple[str, int]] = {}  # id(headers) -> (node, received_us)
+        worst = None  # largest (receive time - capture time) of the batch, µs
         for i, (value, headers) in enumerate(items):
             offset = first + i
-            node = ""
-            for key, hval in headers:
-                if key == H_NODE:
-                    node = hval.decode("utf-8", "replace")
-                    break
+            known = nodes.get(id(headers))
+            if known is None:
+                known = nodes[id(headers)] = _node_and_received(headers)
+            node, received_us = known
             try:
                 pkt = fast.decode(value)
             except HepError as exc:
@@ -190,7 +193,13 @@ class Analysis(threading.Thread):
             obs = from_hep(pkt, f"{TOPIC}/{PARTITION}/{offset}", node or None)
             latency.observe(max(0.0, now - obs.ts_us / 1e6))
             observations.append(obs)
+            if received_us:
+                delay = received_us - obs.ts_us
+                if worst is None or delay > worst:
+                    worst = delay
         metrics.consumed.inc(len(items))
+        if worst is not None:
+            self.clock.observe(now, worst)
         self.next_offset = first + len(items)
         self.last_wall = now
         failures = self.engine.stats.parse_failures
@@ -213,11 +222,24 @@ class Analysis(threading.Thread):
                 self.metrics.anomalies.labels(rec.anomaly).inc()  # type: ignore[union-attr]
 
     def _idle_advance(self, now: float) -> None:
-        """As `consume`: after `idle_advance_s` without input, stream time follows the wall
-        clock that far behind it, so timers fire and dedup windows close on a quiet system."""
+        """Stream time follows the wall clock on a quiet system, so timers fire and dedup
+        windows close without more input. Two rules; the one further ahead wins:
+
+        - `consume`'s: after `idle_advance_s` without input, the wall clock that far behind.
+        - The wall clock read in the capture clock: now minus the largest (receive -
+          capture) delay of the last minute (`CaptureClock`). A message arriving no later
+          than those did is never behind stream time, and with the proxies' clocks close to
+          ours a quiet system's rows and anomalies are out within the reorder window plus a
+          flush, without waiting `idle_advance_s`.
+        """
+        target = -1
+        lag = self.clock.lag_us(now)
+        if lag is not None:
+            target = int(now * 1e6) - lag
         idle = self.settings.consumer.idle_advance_s
-        target = int((now - idle) * 1e6)
-        if now - self.last_wall >= idle and target > self.engine.stream_time:
+        if now - self.last_wall >= idle:
+            target = max(target, int((now - idle) * 1e6))
+        if target > self.engine.stream_time:
             self._emit(self.engine.advance_to(target), self.next_offset - 1)
 
     def _flush(self) -> bool:
@@ -262,6 +284,39 @@ class Analysis(threading.Thread):
             )
         self.metrics.checkpoints.inc()
         self.metrics.live_calls.set(len(self.engine.tracker))
+
+
+def _node_and_received(headers: list[tuple[str, bytes]]) -> tuple[str, int]:
+    node, received = "", 0
+    for key, value in headers:
+        if key == H_NODE:
+            node = value.decode("utf-8", "replace")
+        elif key == H_RECEIVED_US:
+            received = int(value)
+    return node, received
+
+
+class CaptureClock:
+    """How far capture times run behind our receive times: the largest (receive - capture)
+    delay of the batches of the last `window_s`, a sliding maximum. Capture times are the
+    proxies' clocks; this delay is their skew from ours plus the network and queue delay."""
+
+    def __init__(self, window_s: float = 60.0) -> None:
+        self.window_s = window_s
+        self._maxima: deque[tuple[float, int]] = deque()  # (wall, delay), delays decreasing
+
+    def observe(self, wall: float, delay_us: int) -> None:
+        maxima = self._maxima
+        while maxima and maxima[-1][1] <= delay_us:
+            maxima.pop()
+        maxima.append((wall, delay_us))
+
+    def lag_us(self, now: float) -> int | None:
+        """The delay to allow now; after a quiet minute, the last one seen (None before any)."""
+        maxima = self._maxima
+        while len(maxima) > 1 and maxima[0][0] < now - self.window_s:
+            maxima.popleft()
+        return maxima[0][1] if maxima else None
 
 
 # -- metrics --------------------------------------------------------------------------------

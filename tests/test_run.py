@@ -221,3 +221,18 @@ def test_query_endpoint_users_from_the_config(tmp_path: Path) -> None:
         assert proc.stop() == 0
     finally:
         proc.kill()
+
+
+def test_capture_clock_sliding_maximum() -> None:
+    from hepwatch.run import CaptureClock
+
+    clock = CaptureClock(window_s=60)
+    assert clock.lag_us(0.0) is None
+    clock.observe(0.0, 5_000)
+    clock.observe(1.0, 200_000)
+    clock.observe(2.0, 1_000)
+    assert clock.lag_us(2.0) == 200_000
+    assert clock.lag_us(61.5) == 1_000  # the 200 ms delay left the minute
+    assert clock.lag_us(500.0) == 1_000  # quiet: the last delay seen stays
+    clock.observe(501.0, -3_000)  # a proxy clock ahead of ours
+    assert clock.lag_us(600.0) == -3_000

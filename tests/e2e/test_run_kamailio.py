@@ -4,9 +4,9 @@ The project's Kamailio mirrors to `run`'s HEP UDP listener with the siptrace set
 prints; SIPp places the basic call. The call's messages must be in ClickHouse, read through
 the query endpoint, soon after the call ends: a message row is final once its dedup window
 (`consumer.dedup_window_ms`) and the reorder window have passed in stream time, which the
-wall clock moves on `consumer.idle_advance_s` after the last message, and the sink stores it
-within `clickhouse.flush_interval_s`; the test allows that plus a second and prints the
-delay measured. Then the dialog row (after 64*T1) and no anomaly.
+wall clock moves on when no more messages come (`hepwatch.run.Analysis._idle_advance`), and
+the sink stores it within `clickhouse.flush_interval_s`; the test allows that plus a second
+and prints the delay measured. Then the dialog row (after 64*T1) and no anomaly.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 ENV = {
     # T1 = 50 ms: the ended call is reported 3.2 s after its end instead of 32 s.
     "HEPWATCH_CONSUMER__T1_MS": "50",
-    "HEPWATCH_CONSUMER__IDLE_ADVANCE_S": "0.5",
-    "HEPWATCH_CLICKHOUSE__FLUSH_INTERVAL_S": "0.2",
     "HEPWATCH_ALERTS__INTERVAL_S": "3600",
 }
-DEDUP_S, REORDER_S = 2.0, 0.3  # the consumer defaults, left as they ship
+# Everything else as it ships: the dedup and reorder windows, the 1 s flush interval.
+DEDUP_S, REORDER_S, FLUSH_S = 2.0, 0.3, 1.0
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_basic_call_through_kamailio_is_queryable(
                 parameters={"c": call_id},
             ).result_rows
 
-        bound = DEDUP_S + REORDER_S + 0.5 + 0.2 + 1.0
+        bound = DEDUP_S + REORDER_S + FLUSH_S + 1.0
         seen: list[tuple[str, int]] = []
         first_seen = all_seen = None
         deadline = ended + bound + 5
