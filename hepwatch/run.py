@@ -51,7 +51,7 @@ from collector.auth import AuthPolicy
 from collector.hep import fast
 from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
-from collector.ingest import H_NODE, H_RECEIVED_US, Ingest, ListenerStats
+from collector.ingest import H_NODE, Ingest, ListenerStats
 from collector.listeners.stream import StreamListener, server_tls_context
 from collector.listeners.udp import UdpListener
 from consumers.alerts.service import AlertEvaluator
@@ -174,14 +174,14 @@ class Analysis(threading.Thread):
         metrics = self.metrics
         observations: list[Observation] = []
         latency = metrics.latency
-        nodes: dict[int, tuple[str, int]] = {}  # id(headers) -> (node, received_us)
-        worst = None  # largest (receive time - capture time) of the batch, µs
+        nodes: dict[int, str] = {}  # id(headers) -> node: one headers list per sender and batch
+        now_us = int(now * 1e6)
+        worst = None  # largest (now - capture time) of the batch, µs
         for i, (value, headers) in enumerate(items):
             offset = first + i
-            known = nodes.get(id(headers))
-            if known is None:
-                known = nodes[id(headers)] = _node_and_received(headers)
-            node, received_us = known
+            node = nodes.get(id(headers))
+            if node is None:
+                node = nodes[id(headers)] = _node(headers)
             try:
                 pkt = fast.decode(value)
             except HepError as exc:
@@ -193,10 +193,9 @@ class Analysis(threading.Thread):
             obs = from_hep(pkt, f"{TOPIC}/{PARTITION}/{offset}", node or None)
             latency.observe(max(0.0, now - obs.ts_us / 1e6))
             observations.append(obs)
-            if received_us:
-                delay = received_us - obs.ts_us
-                if worst is None or delay > worst:
-                    worst = delay
+            delay = now_us - obs.ts_us
+            if worst is None or delay > worst:
+                worst = delay
         metrics.consumed.inc(len(items))
         if worst is not None:
             self.clock.observe(now, worst)
@@ -226,11 +225,11 @@ class Analysis(threading.Thread):
         windows close without more input. Two rules; the one further ahead wins:
 
         - `consume`'s: after `idle_advance_s` without input, the wall clock that far behind.
-        - The wall clock read in the capture clock: now minus the largest (receive -
-          capture) delay of the last minute (`CaptureClock`). A message arriving no later
-          than those did is never behind stream time, and with the proxies' clocks close to
-          ours a quiet system's rows and anomalies are out within the reorder window plus a
-          flush, without waiting `idle_advance_s`.
+        - The wall clock read in the capture clock: now minus the largest (analysis -
+          capture) delay of the last minute (`CaptureClock`). A message taken off the queue
+          no later than those were is never behind stream time, and with the proxies'
+          clocks close to ours a quiet system's rows and anomalies are out within the
+          reorder window plus a flush, without waiting `idle_advance_s`.
         """
         target = -1
         lag = self.clock.lag_us(now)
@@ -286,20 +285,18 @@ class Analysis(threading.Thread):
         self.metrics.live_calls.set(len(self.engine.tracker))
 
 
-def _node_and_received(headers: list[tuple[str, bytes]]) -> tuple[str, int]:
-    node, received = "", 0
+def _node(headers: list[tuple[str, bytes]]) -> str:
     for key, value in headers:
         if key == H_NODE:
-            node = value.decode("utf-8", "replace")
-        elif key == H_RECEIVED_US:
-            received = int(value)
-    return node, received
+            return value.decode("utf-8", "replace")
+    return ""
 
 
 class CaptureClock:
-    """How far capture times run behind our receive times: the largest (receive - capture)
-    delay of the batches of the last `window_s`, a sliding maximum. Capture times are the
-    proxies' clocks; this delay is their skew from ours plus the network and queue delay."""
+    """How far capture times run behind the analysis: the largest (analysis time - capture
+    time) delay of the batches of the last `window_s`, a sliding maximum. Capture times are
+    the proxies' clocks; this delay is their skew from ours plus the network delay plus the
+    time records waited in the queue (so a backlog makes it larger, never smaller)."""
 
     def __init__(self, window_s: float = 60.0) -> None:
         self.window_s = window_s
