@@ -1,7 +1,7 @@
-"""Insert benchmark: MessageRecords through ClickHouseSink into a fresh embedded chDB.
+"""Insert benchmark: records through ClickHouseSink into a fresh embedded chDB.
 
     .venv/bin/python bench/clickhouse/insert.py [--rows 200000] [--batch 50000]
-        [--mode both|packed|driver] [--dir DIR] [--repeat N]
+        [--mode native,lists,driver] [--data messages,mix] [--dir DIR] [--repeat N]
 
 Records are built before timing, shaped like proxy-mirrored traffic: calls of INVITE, 100,
 180, 200, ACK, BYE, 200 (the proxy's 100 with one observation, the rest with an in- and an
@@ -10,11 +10,19 @@ addresses, a handful of user agents, Allow/Supported lists, and a raw SIP text o
 600 bytes per message. The timed loop is what a consumer does: `sink.write(batch)` then
 `sink.flush()` per batch of `--batch` rows, into `sip_messages` (and its per-minute view).
 
-Printed per mode: rows/s for the conversion to columns (records -> lists, addresses
-packed), for the INSERTs (driver serialisation + engine, view included), and in total.
-`packed` is the sink as shipped (addresses to 16-byte values through a cache, sent as
-FixedString(16)); `driver` hands address strings to clickhouse-connect, which parses each
-one with `ipaddress.ip_address`.
+`--data mix` adds what the engine emits beside the messages of such calls: one dialog per
+call, a session change for one call in five, an anomaly (with its fields map) for one call
+in ten, each written with its call's messages in the same batches (19% more rows, four
+tables per flush).
+
+Printed per mode: rows/s for the conversion (records -> Native bytes in C, or -> Python
+lists, addresses packed), for the INSERTs (driver serialisation if any + engine, view
+included), in total (wall clock), and the process CPU time per row (engine threads
+included). The process runs with the consumer's GC settings (`consumers.runtime.tune_gc`).
+`native` is the sink as shipped (C encoder, raw_insert of one Native block); `lists` is
+the fallback without the C extension (columns as lists, clickhouse-connect's Native
+writer, IPv6 sent as FixedString(16) bytes); `driver` also hands address strings to
+clickhouse-connect, which parses each one with `ipaddress.ip_address`.
 """
 
 from __future__ import annotations
@@ -33,8 +41,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from consumers.clickhouse.client import connect
 from consumers.clickhouse.migrations import apply_migrations
+from consumers.clickhouse.native import HAVE_NATIVE
 from consumers.clickhouse.sink import ClickHouseSink
-from consumers.records import MessageRecord, ObservationRow, record_id
+from consumers.records import (
+    AnomalyRecord,
+    DialogRecord,
+    MessageRecord,
+    ObservationRow,
+    Record,
+    SessionChangeRecord,
+    record_id,
+)
+from consumers.runtime import tune_gc
 from hepwatch.config import ClickHouseConfig
 
 T0_US = int(time.time() * 1_000_000) - 3_600_000_000  # an hour ago: inside every TTL
@@ -136,14 +154,64 @@ def build(rows: int, seed: int = 7) -> list[MessageRecord]:
     return out[:rows]
 
 
-def run(mode: str, records: list[MessageRecord], batch: int, root: Path) -> dict[str, float]:
+def others(messages: list[MessageRecord]) -> list[Record]:
+    """Dialogs, session changes and anomalies for the calls of `messages`, each placed right
+    after its call's last message (as the engine emits them)."""
+    out: list[Record] = []
+    for k in range(0, len(messages), len(CALL)):
+        call = messages[k : k + len(CALL)]
+        out += call
+        if len(call) < len(CALL):
+            break
+        inv, ok, bye = call[0], call[3], call[-1]
+        i = k // len(CALL)
+        ua_a, ua_b = inv.user_agent, ok.user_agent
+        out.append(DialogRecord(
+            id=record_id("dialog", inv.call_id), node=inv.node, call_id=inv.call_id,
+            caller_tag=inv.from_tag, callee_tag=ok.to_tag, state="confirmed",
+            start_time_us=inv.event_time_us, early_time_us=call[2].event_time_us,
+            confirmed_time_us=ok.event_time_us, end_time_us=bye.event_time_us,
+            end_reason="bye", initial_status=200, call_id_owner="self", record_routed=True,
+            caller_ua=ua_a, callee_ua=ua_b, caller_ip=inv.src_ip, callee_ip=ok.src_ip,
+            reinvites=int(i % 5 == 0), updates=0, pracks=0, anomalies=int(i % 10 == 0), x_cid="",
+            session_id_pair="", icid="", correlation_id="",
+        ))  # fmt: skip
+        if i % 5 == 0:
+            out.append(SessionChangeRecord(
+                id=record_id("sc", inv.call_id), event_time_us=ok.event_time_us + 1_000_000,
+                node=inv.node, call_id=inv.call_id, caller_tag=inv.from_tag,
+                callee_tag=ok.to_tag, method="INVITE", cseq=2, direction="caller_to_callee",
+                dialog_state="confirmed", status=200 if i % 10 else 491,
+                status_class="success" if i % 10 else "glare", time_to_final_ms=12.5,
+                intent="hold", offer_in="request", sdp_version_before=1, sdp_version_after=2,
+                had_reliable_1xx=False, retransmissions=0, ua_sender=ua_a, ua_peer=ua_b,
+                evidence=[inv.id, ok.id], fields={"direction_before": "sendrecv"},
+            ))  # fmt: skip
+        if i % 10 == 0:
+            out.append(AnomalyRecord(
+                id=record_id("an", inv.call_id), anomaly="glare_491", severity="medium",
+                confidence=0.9, event_time_us=ok.event_time_us + 1_000_000,
+                detected_at_us=ok.event_time_us + 1_010_000, node=inv.node,
+                capture_id=inv.capture_id, call_id=inv.call_id, caller_tag=inv.from_tag,
+                callee_tag=ok.to_tag, dialog_state="confirmed", direction="callee_to_caller",
+                method="INVITE", cseq=2, status=491, reason="Request Pending",
+                src_ip=ok.src_ip, src_port=5060, dst_ip=inv.src_ip, dst_port=5060,
+                transport="udp", ua_sender=ua_b, ua_peer=ua_a, hep_correlation_id="", x_cid="",
+                session_id_pair="", icid="", call_id_owner="self", family="C.3",
+                evidence=[inv.id, ok.id],
+                fields={"crossing": "crossing_request", "t_retry": None, "glare_peer_cseq": 2},
+            ))  # fmt: skip
+    return out
+
+
+def run(mode: str, records: list[Record], batch: int, root: Path) -> dict[str, float]:
     path = root / f"chdb-{mode}"
     shutil.rmtree(path, ignore_errors=True)
     cfg = ClickHouseConfig(dsn=f"chdb://{path}", batch_rows=batch)
     client = connect(cfg.dsn)
     try:
         apply_migrations(client, cfg)
-        sink = ClickHouseSink(client, cfg, pack_addresses=mode == "packed")
+        sink = ClickHouseSink(client, cfg, pack_addresses=mode != "driver", native=mode == "native")
         gc.collect()
         start, cpu = time.perf_counter(), time.process_time()
         for lo in range(0, len(records), batch):
@@ -152,15 +220,15 @@ def run(mode: str, records: list[MessageRecord], batch: int, root: Path) -> dict
             sink.flush()
         total = time.perf_counter() - start
         cpu = time.process_time() - cpu
-        stored = int(client.command("SELECT count() FROM sip_messages"))
+        stored = {t: int(client.command(f"SELECT count() FROM {t}")) for t in sink.rows_written}
         minutes = int(client.command("SELECT sum(messages) FROM sip_minute_counts"))
     finally:
         client.close()
         shutil.rmtree(path, ignore_errors=True)
-    if stored != len(records) or minutes != len(records):
-        raise SystemExit(
-            f"{mode}: stored {stored} rows, view counted {minutes}, wrote {len(records)}"
-        )
+    if stored != sink.rows_written or sum(stored.values()) != len(records):
+        raise SystemExit(f"{mode}: stored {stored}, wrote {len(records)} records")
+    if minutes != stored["sip_messages"]:
+        raise SystemExit(f"{mode}: the view counted {minutes} messages of {stored}")
     n = len(records)
     return {
         "convert": n / sink.convert_seconds,
@@ -172,33 +240,40 @@ def run(mode: str, records: list[MessageRecord], batch: int, root: Path) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--rows", type=int, default=200_000, help="messages (the mix adds 19%%)")
     ap.add_argument("--batch", type=int, default=50_000)
-    ap.add_argument("--mode", choices=["both", "packed", "driver"], default="both")
+    ap.add_argument("--mode", default="native,lists", help="native, lists, driver (comma list)")
+    ap.add_argument("--data", default="messages,mix", help="messages, mix (comma list)")
     ap.add_argument("--dir", type=Path, help="where the chDB directories go (default: a temp dir)")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
+    modes = args.mode.split(",")
+    if "native" in modes and not HAVE_NATIVE:
+        raise SystemExit("the C extension is not built: pip install -e . (or --mode lists)")
 
     t = time.perf_counter()
-    records = build(args.rows)
-    raw = sum(len(r.raw) for r in records) / len(records)
-    obs = sum(len(r.observations) for r in records) / len(records)
-    print(f"built {len(records)} MessageRecords in {time.perf_counter() - t:.1f} s "
+    messages = build(args.rows)
+    datasets: dict[str, list[Record]] = {}
+    for name in args.data.split(","):
+        datasets[name] = list(messages) if name == "messages" else others(messages)
+    raw = sum(len(r.raw) for r in messages) / len(messages)
+    obs = sum(len(r.observations) for r in messages) / len(messages)
+    print(f"built {len(messages)} MessageRecords in {time.perf_counter() - t:.1f} s "
           f"(raw {raw:.0f} bytes, {obs:.2f} observations per message)")  # fmt: skip
+    tune_gc()  # as consume and run do
     root = args.dir or Path(tempfile.mkdtemp(prefix="hepwatch-insert-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    modes = ["packed", "driver"] if args.mode == "both" else [args.mode]
-    print(
-        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (figures are wall clock)"
-    )
-    print(f"{'mode':<8} {'convert rows/s':>15} {'insert rows/s':>14} {'total rows/s':>13} "
-          f"{'CPU µs/row':>11}")  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; batch {args.batch}")
+    print(f"{'data':<9} {'rows':>7} {'mode':<7} {'convert rows/s':>15} {'insert rows/s':>14} "
+          f"{'total rows/s':>13} {'CPU µs/row':>11} {'load':>5}")  # fmt: skip
     try:
         for _ in range(args.repeat):
-            for mode in modes:
-                r = run(mode, records, args.batch, root)
-                print(f"{mode:<8} {r['convert']:>15,.0f} {r['insert']:>14,.0f} "
-                      f"{r['total']:>13,.0f} {r['cpu_us']:>11.1f}")  # fmt: skip
+            for name, records in datasets.items():
+                for mode in modes:
+                    r = run(mode, records, args.batch, root)
+                    print(f"{name:<9} {len(records):>7} {mode:<7} {r['convert']:>15,.0f} "
+                          f"{r['insert']:>14,.0f} {r['total']:>13,.0f} {r['cpu_us']:>11.1f} "
+                          f"{os.getloadavg()[0]:>5.2f}", flush=True)  # fmt: skip
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)
