@@ -406,14 +406,13 @@ def check_notifications(
     m = plan.burst_minute
     for (rule, peer), calls in plan.groups.items():
         labels = {"alertname": rule, "node_name": node, "peer": peer}
+        count = len(calls)  # one 491 or 405 from the peer per call
         if rule == "glare_491_spike":
             labels["severity"] = "warning"
-            count = len(calls)
             anomaly = "glare_491"
         else:
             labels["severity"] = "critical"
             labels["user_agent"] = plan.user_agents[peer]
-            count = len(calls)
             anomaly = "405_update_allow_said_"
         firing = receiver.notes(rule, peer, resolved=False)
         resolved = receiver.notes(rule, peer, resolved=True)
