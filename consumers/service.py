@@ -28,6 +28,7 @@ anomalies by type, processing latency, checkpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -242,6 +243,8 @@ class ConsumerService:
                 self._drop_unstored(revoked)
             for worker in revoked:
                 self.output.close_partition(worker.partition)
+                with contextlib.suppress(KeyError):  # KeyError: no lag measured yet
+                    self.metrics.lag.remove(str(worker.partition))
         log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
 
     def _drop_unstored(self, revoked: list[PartitionWorker]) -> None:
