@@ -189,7 +189,7 @@ def test_a_bad_value_fails_the_flush_naming_the_column_and_keeps_the_rows(
     bad = dataclasses.replace(msg, **{field: value})
     sink = ClickHouseSink(ch, CFG, native=True)
     sink.write([msg, bad])
-    with pytest.raises(SinkFlushError, match=f"column b?'{column}' row 1"):
+    with pytest.raises(SinkFlushError, match=f"column {column} row 1"):
         sink.flush()
     assert sink.buffered_rows == 2 and sink.flush_failures == 1
     assert int(ch.command("SELECT count() FROM sip_messages")) == 0

@@ -130,13 +130,13 @@ static int fail(Col *c, Py_ssize_t row, PyObject *exc, const char *what, PyObjec
         PyErr_Fetch(&type, &val, &tb);
         PyErr_NormalizeException(&type, &val, &tb);
         PyErr_Format(PyExc_TypeError == type ? PyExc_TypeError : PyExc_ValueError,
-                     "column %S row %zd: %s %R (%S)", c->name, row, what,
+                     "column %s row %zd: %s %R (%S)", PyBytes_AS_STRING(c->name), row, what,
                      value ? value : Py_None, val ? val : Py_None);
         Py_XDECREF(type);
         Py_XDECREF(val);
         Py_XDECREF(tb);
     } else {
-        PyErr_Format(exc, "column %S row %zd: %s %R", c->name, row, what,
+        PyErr_Format(exc, "column %s row %zd: %s %R", PyBytes_AS_STRING(c->name), row, what,
                      value ? value : Py_None);
     }
     return -1;
