@@ -313,7 +313,7 @@ static int put_row(Col *c, Py_ssize_t row, PyObject *v) {
 }
 
 #define SCRATCH_COLUMNS 256
-#define SCRATCH_MAX ((size_t)512 << 20) /* buffers kept between calls, at most */
+#define SCRATCH_MAX ((size_t)256 << 20) /* buffers kept between calls, at most */
 static Col scratch[SCRATCH_COLUMNS];
 static const Py_ssize_t scratch_n = SCRATCH_COLUMNS;
 static int scratch_busy;
