@@ -35,7 +35,7 @@ from consumers.tracking.tracker import Tracker, TrackerConfig
 @dataclass(slots=True)
 class EngineConfig:
     reorder_window_ms: int = 300
-    dedup_window_ms: int = 2000
+    dedup_window_ms: int = 1000
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     emit_messages: bool = True
     keep_raw: bool = True

@@ -69,7 +69,7 @@ def _settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
 
 # The [consumer] and [log] defaults of hepwatch.config, for `analyze` runs that have no
 # configuration at all (tests/test_cli_startup.py keeps them equal to the settings model).
-ANALYZE_DEFAULTS = {"reorder_window_ms": 300, "dedup_window_ms": 2000, "t1_ms": 500}
+ANALYZE_DEFAULTS = {"reorder_window_ms": 300, "dedup_window_ms": 1000, "t1_ms": 500}
 LOG_LEVEL_DEFAULT = "INFO"
 
 

@@ -132,7 +132,7 @@ class ConsumerConfig(_Section):
     # An idle partition's stream time follows the wall clock after this long without records.
     idle_advance_s: float = Field(2.0, gt=0)
     reorder_window_ms: int = Field(300, ge=0)
-    dedup_window_ms: int = Field(2000, ge=0)
+    dedup_window_ms: int = Field(1000, ge=0)
     t1_ms: int = Field(500, ge=1)
     max_calls_per_partition: int = Field(1_000_000, ge=100)
     metrics_listen: str | None = "127.0.0.1:9097"
@@ -171,7 +171,7 @@ class ClickHouseConfig(_Section):
     cluster: str | None = None
     ttl: TtlConfig = Field(default_factory=TtlConfig)
     batch_rows: int = Field(50_000, ge=1)
-    flush_interval_s: float = Field(1.0, gt=0)
+    flush_interval_s: float = Field(0.5, gt=0)
     retry_backoff_s: float = Field(1.0, gt=0)
 
 
