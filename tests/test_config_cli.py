@@ -81,6 +81,6 @@ def test_shipped_example_config_loads_and_matches_defaults() -> None:
     example = Path(__file__).resolve().parents[1] / "deploy" / "hepwatch.toml"
     loaded = load_settings(example)
     defaults = Settings()
-    for section in ("kafka", "spool", "metrics"):
+    for section in ("kafka", "spool", "metrics", "clickhouse", "run", "query_http", "alerts"):
         assert getattr(loaded, section) == getattr(defaults, section), section
     assert loaded.collector.listen == defaults.collector.listen
