@@ -281,16 +281,16 @@ def _section(explain: str, name: str) -> str:
 
 def test_queries_use_the_primary_key_and_the_call_id_index(ch: Client) -> None:
     base = [r for r in calls(2) if isinstance(r, MessageRecord)]
-    # ~30k messages over an hour: several granules per partition, so pruning is visible
+    # ~110k messages over 3 hours: many granules per partition, so pruning is visible
     sink = ClickHouseSink(ch, CFG)
-    for i in range(1100):
+    for i in range(4000):
         sink.write(
             dataclasses.replace(m, id=record_id(i, m.id), call_id=f"bulk-{i}@test",
                                 event_time_us=m.event_time_us + i * 3_000_000)
             for m in base
         )  # fmt: skip
     sink.flush()
-    assert count(ch, "sip_messages") == 1100 * len(base)
+    assert count(ch, "sip_messages") == 4000 * len(base)
 
     explain = (
         str(
