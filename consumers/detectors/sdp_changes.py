@@ -64,7 +64,7 @@ from consumers.records import Severity
 from consumers.sip import SipMessage, codecs, effective_direction
 from consumers.sip.body import find_session_sdp
 from consumers.tracking.model import Transaction, other
-from consumers.tracking.sdpsummary import offer_answer_sdp
+from consumers.tracking.sdpsummary import offer_answer_sdp, shared
 from consumers.tracking.tracker import Event
 
 LEDGER = "sdp_ledger"
@@ -273,26 +273,29 @@ def facts_of(msg: SipMessage) -> SdpFacts | None:
         ports.append(m.port)
         conn = m.effective_connection
         addrs.append(conn.address if conn is not None else "")
-        cods.append(tuple(intern(c.upper()) for c in codecs(m)))
-        fmts.append(tuple(intern(x) for x in m.formats))
+        cods.append(shared(tuple(intern(c.upper()) for c in codecs(m))))
+        fmts.append(shared(tuple(intern(x) for x in m.formats)))
         pts.append(
-            tuple(
-                sorted(
-                    (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
-                    for pt, rm in m.rtpmap.items()
-                    if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
+            shared(
+                tuple(
+                    sorted(
+                        (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
+                        for pt, rm in m.rtpmap.items()
+                        if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
+                    )
                 )
             )
         )
         if not f.preconditions and any(a in PRECONDITION_ATTRS for a, _ in m.attributes):
             f.preconditions = True
+    # Names repeat across calls and so do these tuples: one shared object each.
     f.kinds, f.directions, f.ports, f.addresses = (
-        tuple(kinds),
-        tuple(dirs),
+        shared(tuple(kinds)),
+        shared(tuple(dirs)),
         tuple(ports),
         tuple(addrs),
     )
-    f.codecs, f.formats, f.pts = tuple(cods), tuple(fmts), tuple(pts)
+    f.codecs, f.formats, f.pts = shared(tuple(cods)), shared(tuple(fmts)), shared(tuple(pts))
     lines = (line.strip() for line in raw.replace(b"\r", b"").split(b"\n"))
     norm = b"\n".join(line for line in lines if line and not line.startswith(b"o="))
     f.digest = int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "big")
@@ -357,8 +360,8 @@ def _negotiated(offer: SdpFacts, answer: SdpFacts) -> tuple[tuple[str, frozenset
             continue
         offered = set(offer.codecs[i])
         common = frozenset(c for c in answer.codecs[i] if c in offered and c not in AUX_CODECS)
-        out.append((answer.primary(i), common))
-    return tuple(out)
+        out.append(shared((answer.primary(i), shared(common))))
+    return shared(tuple(out))
 
 
 # -- the ledger --------------------------------------------------------------------------

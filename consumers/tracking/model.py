@@ -31,7 +31,7 @@ def other(side: int) -> int:
 class SdpSummary:
     """What the session-change and SDP checks need of one session description."""
 
-    __slots__ = ("addresses", "codecs", "directions", "origin", "ports", "pt_map", "version")
+    __slots__ = ("addresses", "codecs", "directions", "origin", "ports", "version")
 
     def __init__(
         self,
@@ -41,7 +41,6 @@ class SdpSummary:
         ports: tuple[int, ...],
         addresses: tuple[str, ...],
         codecs: tuple[tuple[str, ...], ...],
-        pt_map: dict[str, str],
     ) -> None:
         self.origin = origin  # (username, session id)
         self.version = version
@@ -49,7 +48,6 @@ class SdpSummary:
         self.ports = ports
         self.addresses = addresses  # effective c= address per m= line
         self.codecs = codecs  # codec names per m= line, in offer order
-        self.pt_map = pt_map  # dynamic payload type -> codec name
 
 
 class Transaction:

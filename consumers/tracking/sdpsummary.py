@@ -1,9 +1,34 @@
-"""Compact SDP summaries for the offer/answer state (RFC 3264 §8; PROTOCOL.md B.4, B.12)."""
+"""Compact SDP summaries for the offer/answer state (RFC 3264 §8; PROTOCOL.md B.4, B.12).
+
+Summaries are tuples of interned strings and ints; the tuples that repeat from call to call
+(directions, codec lists) are shared through `shared`, a bounded table, so a dialog's
+summaries cost little more than their unique values (addresses, ports, session id).
+The SDP ledger of C.10/C.11 shares its tuples through the same table.
+"""
 
 from __future__ import annotations
 
+from sys import intern
+from typing import TypeVar
+
 from consumers.sip import Sdp, SipMessage, codecs, effective_direction
 from consumers.tracking.model import SdpSummary
+
+T = TypeVar("T", tuple, frozenset)  # type: ignore[type-arg]
+
+_SHARED: dict[object, object] = {}
+_SHARED_MAX = 8192
+
+
+def shared(value: T) -> T:
+    """One object for equal immutable values (tuples, frozensets of strings and ints)."""
+    found = _SHARED.get(value)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()  # values that do not repeat: start afresh, as sip.memo does
+    _SHARED[value] = value
+    return value
 
 
 def offer_answer_sdp(msg: SipMessage) -> Sdp | None:
@@ -28,19 +53,13 @@ def session_sdp(msg: SipMessage) -> SdpSummary | None:
 def summarize(sdp: Sdp) -> SdpSummary:
     origin = sdp.origin
     media = sdp.media
-    pt_map: dict[str, str] = {}
-    for m in media:
-        for pt, rm in m.rtpmap.items():
-            if pt.isdigit() and int(pt) >= 96:
-                pt_map[pt] = f"{rm.encoding.upper()}/{rm.clock_rate or ''}"
     return SdpSummary(
-        origin=(origin.username, origin.session_id) if origin else None,
+        origin=(intern(origin.username), origin.session_id) if origin else None,
         version=origin.version if origin else None,
-        directions=tuple(effective_direction(m) for m in media),
+        directions=shared(tuple(intern(effective_direction(m)) for m in media)),
         ports=tuple(m.port for m in media),
         addresses=tuple(
             (m.effective_connection.address if m.effective_connection else "") for m in media
         ),
-        codecs=tuple(tuple(codecs(m)) for m in media),
-        pt_map=pt_map,
+        codecs=shared(tuple(shared(tuple(intern(c) for c in codecs(m))) for m in media)),
     )
