@@ -13,6 +13,15 @@ stamped with their offset (`sink.position`), flush at least every
 checkpoint the engine with its offset to `<data_dir>/state` every
 `consumer.checkpoint_interval_s` and at shutdown, so a restart continues the calls in flight.
 
+Cross-leg checks (PROTOCOL.md C.12) run in the same thread: the engine's leg facts go to one
+`LegPartition` (what `hepwatch legs` keeps per legs-topic partition: repeat window and
+`LegCorrelator`), whose stream time follows the engine's watermark (its stream time minus
+the reorder window: a leg fact emitted later is never detected earlier than that), so the
+wall-clock rules below move it too. Its anomalies go to the same sink stamped with
+`src_partition` LEGS_PARTITION (1) and the next input offset, so rows decided after a
+checkpoint at offset N are stamped >= N and `sink.resume(LEGS_PARTITION, N)` on restore
+drops the ones re-decided from the checkpointed state. The checkpoint holds both (`RunState`).
+
 Offsets continue across restarts (the checkpoint's, or past the largest `src_offset` stored
 if rows were written after the last checkpoint, e.g. after a crash), so message ids, which
 derive from them, stay unique.
@@ -61,8 +70,9 @@ from consumers.clickhouse.migrations import apply_migrations
 from consumers.clickhouse.rows import TABLES
 from consumers.clickhouse.sink import ClickHouseSink, SinkFlushError
 from consumers.engine import Engine, EngineConfig
+from consumers.legs.partition import LegPartition
 from consumers.observation import Observation, from_hep
-from consumers.records import Record
+from consumers.records import AnomalyRecord, LegRecord, Record
 from consumers.runtime import tune_gc
 from consumers.service import ConsumerMetrics
 from consumers.tracking.tracker import TrackerConfig
@@ -75,11 +85,21 @@ log = logging.getLogger("hepwatch.run")
 
 TOPIC = "run"  # the checkpoint's name for the in-process queue
 PARTITION = 0
+LEGS_PARTITION = 1  # src_partition of the cross-leg (C.12) anomaly rows
 TAKE_BATCH = 5000
 CHECKPOINT_BUDGET = 10  # periodic checkpoints: at least this many times their duration apart
 
 
 # -- the analysis thread --------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What a run checkpoint holds: the engine and the cross-leg correlation state, saved
+    together so that they always match one input offset."""
+
+    engine: Engine
+    legs: LegPartition
 
 
 class Analysis(threading.Thread):
@@ -95,11 +115,13 @@ class Analysis(threading.Thread):
         chdb_lock: threading.Lock,
         metrics: ConsumerMetrics,
         on_fatal: Callable[[BaseException], None],
+        legs: LegPartition | None = None,
     ) -> None:
         super().__init__(name="analysis", daemon=True)
         self.settings = settings
         self.queue = queue
         self.engine = engine
+        self.legs = legs if legs is not None else LegPartition()
         self.sink = sink
         self.store = store
         self.lock = chdb_lock
@@ -210,15 +232,34 @@ class Analysis(threading.Thread):
         self._emit(records, self.next_offset - 1)
 
     def _emit(self, records: list[Record], offset: int) -> None:
-        if not records:
-            return
-        self.sink.position(PARTITION, offset)
-        self.sink.write(records)
+        if records:
+            self.sink.position(PARTITION, offset)
+            self.sink.write(records)
+            self._count(records)
+        self._correlate(records)
+
+    def _count(self, records: list[Record] | list[AnomalyRecord]) -> None:
         out = self.metrics.records_out
         for rec in records:
             out.labels(rec.kind).inc()
             if rec.kind == "anomaly":
                 self.metrics.anomalies.labels(rec.anomaly).inc()  # type: ignore[union-attr]
+
+    def _correlate(self, records: list[Record]) -> None:
+        """The engine's leg facts to the correlator, whose time then follows the engine's
+        watermark; its anomalies to the sink as the legs partition's rows."""
+        legs = self.legs
+        anomalies: list[AnomalyRecord] = []
+        for rec in records:
+            if isinstance(rec, LegRecord):
+                anomalies += legs.feed(rec)
+        watermark = self.engine.stream_time - self.engine.config.reorder_window_ms * 1000
+        if watermark > legs.now:
+            anomalies += legs.advance_to(watermark)
+        if anomalies:
+            self.sink.position(LEGS_PARTITION, self.next_offset)
+            self.sink.write(anomalies)
+            self._count(anomalies)
 
     def _idle_advance(self, now: float) -> None:
         """Stream time follows the wall clock on a quiet system, so timers fire and dedup
@@ -269,7 +310,9 @@ class Analysis(threading.Thread):
         mark = (self.next_offset, self.engine.stream_time)
         if mark == self._checkpointed and not force:
             return
-        self.store.save(TOPIC, PARTITION, Checkpoint(self.next_offset, 0, self.engine))
+        state = RunState(self.engine, self.legs)
+        # the store pickles whatever state it is given; here the engine with the legs
+        self.store.save(TOPIC, PARTITION, Checkpoint(self.next_offset, 0, state))  # type: ignore[arg-type]
         self._checkpointed = mark
         took = time.monotonic() - started
         self.checkpoint_seconds = took
@@ -490,14 +533,27 @@ class RunService:
         self.sink = ClickHouseSink(self._client, s.clickhouse)
         store = CheckpointStore(data / "state")
         ckpt = store.load(TOPIC, PARTITION)
-        engine = ckpt.engine if ckpt is not None else Engine(self._engine_config())
+        state: object = ckpt.engine if ckpt is not None else None
+        legs: LegPartition | None = None
+        if isinstance(state, RunState):
+            engine, legs = state.engine, state.legs
+        elif isinstance(state, Engine):  # a checkpoint from before the cross-leg checks
+            engine = state
+        else:
+            engine = Engine(self._engine_config())
+        if ckpt is not None and legs is not None:
+            # Cross-leg anomalies stored after the checkpoint are decided again from its
+            # state: the sink drops them (they are stamped >= the checkpoint's offset).
+            with self.chdb_lock:
+                self.sink.resume(LEGS_PARTITION, ckpt.next_offset)
         stored = self._stored_max_offset()
         start = max(ckpt.next_offset if ckpt is not None else 0, stored + 1)
         if ckpt is not None:
             log.info(
-                "resumed from the checkpoint at offset %d with %d calls in flight",
+                "resumed from the checkpoint at offset %d with %d calls and %d legs in flight",
                 ckpt.next_offset,
                 len(engine.tracker),
+                len(legs) if legs is not None else 0,
             )
         if stored + 1 > (ckpt.next_offset if ckpt is not None else 0):
             log.warning(
@@ -509,7 +565,7 @@ class RunService:
         self.queue = RecordQueue(s.run.queue_max_records, next_offset=start)
         metrics = ConsumerMetrics(registry)
         self.analysis = Analysis(
-            s, self.queue, engine, self.sink, store, self.chdb_lock, metrics, self._fatal
+            s, self.queue, engine, self.sink, store, self.chdb_lock, metrics, self._fatal, legs
         )
         self.analysis.start()
 
