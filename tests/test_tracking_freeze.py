@@ -89,3 +89,23 @@ def test_idle_established_call_is_a_small_blob_until_its_bye():
     assert dialog.state == "terminated" and dialog.reinvites == 1
     (change,) = [r for r in out if r.kind == "session_change"]
     assert change.intent == "hold"
+
+
+def test_end_of_input_thaws_frozen_calls_one_at_a_time():
+    eng = Engine(EngineConfig())
+    for n in range(5):
+        f = Flow(f"idle-{n}@test")
+        f.at(n * 0.1)
+        f.setup()
+        for o in sorted(f.obs, key=lambda o: o.ts_us):
+            eng.feed(o)
+    eng.advance_to(eng.stream_time + 33_000_000)
+    eng.advance_to(eng.stream_time + 9_000_000)
+    tracker = eng.tracker
+    assert all(isinstance(v, bytes) for v in tracker.calls.values()) and len(tracker) == 5
+    calls = tracker.drain()
+    first = next(calls)
+    assert first.dialogs and len(tracker) == 4
+    assert all(isinstance(v, bytes) for v in tracker.calls.values())  # the rest still frozen
+    assert len(list(calls)) == 4 and len(tracker) == 0
+    assert not tracker._compact_queue  # nothing drained is kept alive

@@ -32,7 +32,7 @@ Rules (RFC sections as cited; PROTOCOL.md B.2 to B.4, C.0):
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
@@ -237,14 +237,14 @@ class Tracker:
         for klass, age_us, reason in limits:
             calls = self._classes[klass]
             while calls:
-                call_id, value = next(iter(calls.items()))
+                value = next(iter(calls.values()))
                 if type(value) is bytes:
                     ref = last_ts(value)
                 else:
                     ref = value.end_ts if klass == ENDED else value.last_ts  # type: ignore[union-attr]
                 if ref + age_us > now_us:
                     break
-                call = self._hydrated(call_id, value)
+                call = self._hydrated(value)
                 self._remove(call, reason)
                 out.append(call)
         self._compact(now_us)
@@ -252,7 +252,7 @@ class Tracker:
             for klass in (ENDED, ATTEMPT, ESTABLISHED):
                 calls = self._classes[klass]
                 if calls:
-                    call = self._hydrated(*next(iter(calls.items())))
+                    call = self._hydrated(next(iter(calls.values())))
                     self._remove(call, "evicted")
                     self.evicted[klass] = self.evicted.get(klass, 0) + 1
                     out.append(call)
@@ -317,15 +317,19 @@ class Tracker:
         self._compact_queue.append((max(self._now, call.last_ts) + self.config.linger_us, call))
         return call
 
-    def _hydrated(self, call_id: str, value: Call | bytes) -> Call:
-        return self._thaw(call_id, value) if type(value) is bytes else value  # type: ignore[arg-type, return-value]
+    def _hydrated(self, value: Call | bytes) -> Call:
+        """A call about to be removed, thawed if frozen (not registered again)."""
+        return self.freezer.thaw(value) if type(value) is bytes else value  # type: ignore[arg-type, return-value]
 
-    def drain(self) -> list[Call]:
-        """Remove and return every call (end of input)."""
-        calls = [self._hydrated(cid, value) for cid, value in list(self.calls.items())]
-        for call in calls:
+    def drain(self) -> Iterator[Call]:
+        """Remove and yield every call (end of input), thawing frozen ones one at a time."""
+        for call_id in list(self.calls):
+            value = self.calls.get(call_id)
+            if value is None:
+                continue
+            call = self._hydrated(value)
             self._remove(call, "capture_end")
-        return calls
+            yield call
 
     # -- requests --------------------------------------------------------------------------
 
