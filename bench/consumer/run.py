@@ -10,9 +10,10 @@ millisecond of capture time, each lasting about two seconds), as HEPv3 bytes bui
 timing; the timed loop is what `hepwatch consume` does per record: HEP decode, observation,
 `Engine.feed` with every default detector. Memory: `--dialogs` calls set up and left
 established (INVITE, 200, ACK), one every `--spacing-us` of capture time (200 calls/s by
-default, so transactions expire while calls keep arriving, as in real traffic), then RSS
-growth divided by the number of live dialogs; and tracemalloc's live bytes per dialog on
-`--traced` dialogs built the same way.
+default, so transactions expire while calls keep arriving, as in real traffic), stream time
+then moved on until every call is frozen (tracking/freezer.py); RSS growth divided by the
+number of live dialogs, and RSS added per dialog past the first tenth; and tracemalloc's
+live bytes per dialog on `--traced` dialogs built the same way, frozen and never frozen.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collector.hep import fast
 from consumers.engine import Engine, EngineConfig
 from consumers.observation import from_hep
 from consumers.runtime import tune_gc
+from consumers.tracking.tracker import TrackerConfig
 
 
 def _template(full: bool) -> list[tuple[int, bytes, tuple[str, int, str, int]]]:
@@ -117,10 +119,14 @@ def throughput(calls: int, detectors: bool, profile: bool) -> None:
         print(f"  anomalies on clean calls (should be none): {kinds}")
 
 
-def _build_dialogs(engine: Engine, dialogs: int, spacing_us: int) -> None:
+def _build_dialogs(
+    engine: Engine, dialogs: int, spacing_us: int, marks: list[int] | None = None
+) -> None:
     template = _template(full=False)
     base = 1_700_000_000_000_000
     for i in range(dialogs):
+        if marks is not None and i == dialogs // 10:
+            marks.append(_rss())
         for _ts, blob in _records(template, i, base + i * spacing_us):
             engine.feed(from_hep(fast.decode(blob), "m", "p1"))
     # let every transaction pass its 64*T1 linger so only dialog state remains, then the
@@ -138,7 +144,8 @@ def memory(dialogs: int, spacing_us: int, traced: int) -> None:
     gc.collect()
     before = _rss()
     start = time.perf_counter()
-    _build_dialogs(engine, dialogs, spacing_us)
+    marks: list[int] = []
+    _build_dialogs(engine, dialogs, spacing_us, marks)
     after = _rss()
     live = len(engine.tracker)
     frozen = sum(type(c) is bytes for c in engine.tracker.calls.values())
@@ -149,13 +156,21 @@ def memory(dialogs: int, spacing_us: int, traced: int) -> None:
         f" (built in {time.perf_counter() - start:.0f} s; load average"
         f" {os.getloadavg()[0]:.2f})"
     )
+    if marks and dialogs >= 10:
+        # Past the first tenth the calls still in their first 64*T1 + 16*T1 (not frozen
+        # yet, with their messages) are a constant: what each further dialog adds.
+        print(
+            f"memory: RSS added per dialog past the first {dialogs // 10:,}:"
+            f" {(after - marks[0]) / (dialogs - dialogs // 10):,.0f} bytes"
+        )
     del engine
-    if traced:
+    for freeze in (True, False) if traced else ():
         import tracemalloc
 
         gc.collect()
         tracemalloc.start()
-        engine = Engine(EngineConfig(emit_messages=False))
+        config = EngineConfig(emit_messages=False, tracker=TrackerConfig(freeze_idle=freeze))
+        engine = Engine(config)
         base_bytes = tracemalloc.get_traced_memory()[0]
         _build_dialogs(engine, traced, spacing_us)
         used = tracemalloc.get_traced_memory()[0] - base_bytes
@@ -163,8 +178,9 @@ def memory(dialogs: int, spacing_us: int, traced: int) -> None:
         live = len(engine.tracker)
         print(
             f"memory: live Python objects {used / max(live, 1):,.0f} bytes per dialog"
-            f" ({live:,} dialogs, tracemalloc)"
+            f" ({live:,} dialogs, {'frozen' if freeze else 'never frozen'}, tracemalloc)"
         )
+        del engine
 
 
 def main() -> None:
