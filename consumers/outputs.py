@@ -17,19 +17,41 @@ ClickHouse), `close_partition` when it is revoked, `close` at the end.
   connect, and any failure to connect, migrate, resume or insert raises `SinkUnavailable`:
   the service pauses its partitions, keeps what is buffered and calls `flush` again later;
   the sink keeps its buffer, so the retry inserts exactly it.
+  Several `ClickHouseOutputs` on one chDB directory in one process (consume's first stage
+  and its legs stage, each in its own thread with its own client) take turns: chDB is not
+  safe for concurrent use, so their client calls hold one lock per directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 from consumers.checkpoint import Checkpoint, PartitionOutput
 from consumers.records import Record
 from hepwatch.config import ClickHouseConfig
 
 log = logging.getLogger("hepwatch.consume")
+
+
+_chdb_locks: dict[Path, threading.Lock] = {}
+_chdb_locks_guard = threading.Lock()
+
+
+def _client_lock(dsn: str) -> contextlib.AbstractContextManager[Any]:
+    """The lock every client of this chDB directory in this process holds for its calls; a
+    no-op for ClickHouse servers (each client has its own HTTP session)."""
+    scheme, _, rest = dsn.partition("://")
+    location = rest.split("?", 1)[0]
+    if scheme.lower() != "chdb" or location in (":memory:", "memory"):
+        return contextlib.nullcontext()
+    path = Path(unquote(location)).expanduser().resolve()
+    with _chdb_locks_guard:
+        return _chdb_locks.setdefault(path, threading.Lock())
 
 
 class SinkUnavailable(Exception):
@@ -101,6 +123,7 @@ class ClickHouseOutputs:
             raise ValueError(f"ClickHouse DSN {dsn!r}: expected chdb:///path or http(s)://...")
         self.dsn = dsn
         self.cfg = cfg
+        self._lock = _client_lock(dsn)
         self.client: Any = None
         self.sink: Any = None
         self.partitions: set[int] = set()
@@ -155,14 +178,15 @@ class ClickHouseOutputs:
 
     def flush(self) -> dict[int, int]:
         try:
-            sink = self._ensure_sink()
-            self._resume_pending(sink)
-            if self._early:
-                for partition, offset, records in self._early:
-                    sink.position(partition, offset)
-                    sink.write(records)
-                self._early = []
-            sink.flush()
+            with self._lock:
+                sink = self._ensure_sink()
+                self._resume_pending(sink)
+                if self._early:
+                    for partition, offset, records in self._early:
+                        sink.position(partition, offset)
+                        sink.write(records)
+                    self._early = []
+                sink.flush()
         except Exception as exc:
             raise SinkUnavailable(str(exc)) from exc
         return dict.fromkeys(self.partitions, 0)
@@ -190,7 +214,8 @@ class ClickHouseOutputs:
         self.sink = None
         if self.client is not None:
             try:
-                self.client.close()
+                with self._lock:
+                    self.client.close()
             except Exception as exc:  # closing a broken connection must not mask the exit
                 log.warning("closing the ClickHouse client: %s", exc)
             self.client = None

@@ -19,10 +19,10 @@ succeeds the partitions resume from the first offset not yet processed. A partit
 while ClickHouse is down is not committed: its unstored records are dropped here and
 replayed by its next owner from the checkpoint.
 
-Stream time is event time; a partition that received nothing for `idle_advance_s` has its
-stream time moved on by the wall clock, so timers (missing ACK, session expiry) still fire
-on a quiet system. Metrics: consumed, lag, parse failures by reason, live dialogs,
-anomalies by type, processing latency, checkpoints.
+Stream time is event time; a partition that received nothing for `idle_advance_s` and has
+read everything available has its stream time moved on by the wall clock, so timers
+(missing ACK, session expiry) still fire on a quiet system. Metrics: consumed, lag, parse
+failures by reason, live dialogs, anomalies by type, processing latency, checkpoints.
 """
 
 from __future__ import annotations
@@ -452,12 +452,34 @@ class ConsumerService:
 
     def _idle_advance(self, now: float) -> None:
         """Quiet partitions: stream time follows the wall clock, `idle_advance_s` behind it
-        (capture times are the proxies' clocks, close to ours)."""
+        (capture times are the proxies' clocks, close to ours), once the partition has read
+        all there is (as the legs stage's rule): a partition just assigned or restored has
+        received nothing because nothing was fetched yet, and advancing it then would fire
+        its timers (missing ACK, expiry) before its backlog is read."""
         idle = self.settings.consumer.idle_advance_s
         target = int((now - idle) * 1e6)
         for worker in self.workers.values():
-            if now - worker.last_wall >= idle and target > worker.engine.stream_time:
+            quiet = now - worker.last_wall >= idle and target > worker.engine.stream_time
+            if quiet and self._caught_up(worker):
                 worker.emit(worker.engine.advance_to(target), self.metrics, idle=True)
+
+    def _caught_up(self, worker: PartitionWorker) -> bool:
+        """True when the partition's position is at the high watermark of its last fetch
+        (librdkafka's cached value: no broker round trip)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        tp = TopicPartition(worker.topic, worker.partition)
+        try:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return False  # no fetch answered yet
+            position = worker.next_offset
+            if position is None:
+                position = max(0, consumer.position([tp])[0].offset)
+        except KafkaException:
+            return False
+        return position >= high
 
     def _update_lag(self) -> None:
         consumer = self._consumer

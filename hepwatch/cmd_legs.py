@@ -18,7 +18,12 @@ import click
     "--topic", help="HEP topic of the first stage; the legs topic is TOPIC.legs by default."
 )
 @click.option("--group", help="The first stage's consumer group; this stage uses GROUP.legs.")
-@click.option("--sink", metavar="jsonl:DIR", help="Where the cross-leg anomalies go.")
+@click.option(
+    "--sink",
+    metavar="SINK",
+    help="Where the cross-leg anomalies go: jsonl:DIR or clickhouse:http(s)://... (a chDB "
+    "directory is consume's alone: run the stage inside consume then).",
+)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),

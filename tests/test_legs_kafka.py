@@ -5,13 +5,16 @@ as the collector would, the A-leg into HEP partition 0 and the B-leg into partit
 first-stage engine sees both legs. The A-leg's UPDATE is relayed as a re-INVITE on the B-leg:
 the second stage must report `update_to_reinvite` exactly once, whether it runs in its own
 process (`hepwatch legs` beside `consume --no-legs-stage`) or in consume's thread across
-consumer crashes.
+consumer crashes, with JSON-lines output or into chDB's `anomalies` table (where the second
+stage's rows carry `src_partition` 100000 + legs partition); `hepwatch legs` refuses a chDB
+directory, which only consume's process can open.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -19,10 +22,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from consumer_proc import ConsumerProc
+from consumer_proc import HEPWATCH, ConsumerProc
 from hepbuild import hep3
-from kafka_broker import TansuBroker
+from kafka_broker import TansuBroker, free_port
 from sipflow import T0, Flow
+from test_consume_clickhouse import chdb_query
 from test_legs import C12, B2bua, _relay_update_as, _x_cid
 
 pytestmark = pytest.mark.integration
@@ -166,3 +170,90 @@ def test_c12_once_across_consumer_crashes(broker, tmp_path):
     time.sleep(5)  # every replayed fact is through both stages again
     c3.stop()
     _check_once(_records(out), topic)
+
+
+# -- ClickHouse (chDB) -------------------------------------------------------------------------
+
+
+def _metric(proc: ConsumerProc, name: str, **labels: str) -> float:
+    want = tuple(sorted(labels.items()))
+    return proc.metrics().get((name, want), 0.0)
+
+
+def _wait_metric(proc: ConsumerProc, name: str, at_least: float, timeout: float = 60.0,
+                 **labels: str) -> float:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    value = _metric(proc, name, **labels)
+    while value < at_least and time.monotonic() < deadline:
+        assert proc.proc is not None and proc.proc.poll() is None, proc.log()[-3000:]
+        time.sleep(0.3)
+        value = _metric(proc, name, **labels)
+    return value
+
+
+def test_c12_into_clickhouse_once_across_consumer_crashes(broker, tmp_path):
+    topic = f"legs-ch-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, partitions=2)
+    firsts, rests = _sbc_call(topic)
+    _produce(broker, topic, firsts)
+    db = tmp_path / "chdb"
+    env = {"HEPWATCH_CLICKHOUSE__FLUSH_INTERVAL_S": "0.2"}
+
+    def consumer() -> ConsumerProc:
+        return ConsumerProc(
+            broker, topic, "g-" + topic, tmp_path, env=env, sink=f"clickhouse:chdb://{db}",
+            metrics_port=free_port(),
+        ).start()  # fmt: skip
+
+    c1 = consumer()
+    got = _wait_metric(c1, "hepwatch_consumer_output_records_total", 8, kind="message")
+    assert got >= 8, c1.log()[-3000:]
+    assert _wait_metric(c1, "hepwatch_legs_records_total", 1) >= 1, c1.log()[-3000:]
+    time.sleep(1.5)  # both stages checkpoint the setup
+    c1.kill()
+    # The rest is captured now: c1 followed the wall clock while idle, so capture times
+    # from before that would arrive behind its stream time (decided as they come, late).
+    delta = int(time.time() * 1e6) - min(o.ts_us for f in rests for o in f.obs)
+    for flow in rests:
+        flow.obs = [dataclasses.replace(o, ts_us=o.ts_us + delta) for o in flow.obs]
+    _produce(broker, topic, rests)
+    c2 = consumer()
+    got = _wait_metric(c2, "hepwatch_legs_anomalies_total", 1, anomaly="update_to_reinvite")
+    assert got == 1, c2.log()[-3000:]
+    time.sleep(0.3)  # stored by a flush, likely not yet checkpointed: the replay makes it again
+    c2.kill()
+    c3 = consumer()
+    time.sleep(6)  # every replayed fact is through both stages again, dialogs ended
+    log = c3.stop()
+    assert "C.12 cross-leg stage not started" not in log
+
+    rows, doubled, dialogs = chdb_query(
+        db,
+        [
+            "SELECT anomaly, call_id, src_partition, fields['leg_a_call_id'], "
+            "fields['leg_b_call_id'], fields['correlation_method'], fields['leg_a_method'], "
+            "fields['leg_b_method'] FROM anomalies WHERE family = 'C.12'",
+            "SELECT 'anomalies', id, count() FROM anomalies GROUP BY id HAVING count() > 1 "
+            "UNION ALL SELECT 'dialogs', id, count() FROM dialogs GROUP BY id "
+            "HAVING count() > 1 UNION ALL SELECT 'sip_messages', id, count() FROM sip_messages "
+            "GROUP BY id HAVING count() > 1",
+            "SELECT DISTINCT call_id FROM dialogs ORDER BY call_id",
+        ],
+    )
+    assert not doubled, doubled
+    (row,) = rows
+    assert row[:2] == ["update_to_reinvite", f"b-{topic}@sbc"]
+    assert int(row[2]) >= 100_000  # the legs partition's rows, apart from the HEP topic's
+    assert row[3:] == [f"a-{topic}@test", f"b-{topic}@sbc", "x_cid", "UPDATE", "INVITE"]
+    assert dialogs == [[f"a-{topic}@test"], [f"b-{topic}@sbc"]]
+
+
+def test_legs_command_refuses_a_chdb_directory(broker, tmp_path):
+    done = subprocess.run(
+        [HEPWATCH, "legs", "--kafka", broker.bootstrap, "--topic", "t", "--group", "g",
+         "--sink", f"clickhouse:chdb://{tmp_path / 'db'}", "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "a chDB directory can be open in one process only" in done.stderr, done.stderr
+    assert not (tmp_path / "db").exists()

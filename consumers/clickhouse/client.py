@@ -19,6 +19,9 @@ from clickhouse_connect.driver.client import Client
 
 __all__ = ["ClickHouseDsnError", "Client", "connect", "describe_dsn"]
 
+HTTP_CONNECT_TIMEOUT_S = 10
+HTTP_SEND_RECEIVE_TIMEOUT_S = 30
+
 
 class ClickHouseDsnError(ValueError):
     """The DSN is not one hepwatch understands, or its target cannot be opened."""
@@ -99,6 +102,9 @@ def _connect_http(dsn: str, scheme: str, settings: dict[str, Any] | None) -> Cli
             database=database,
             secure=scheme == "https",
             settings=settings,
+            # A stuck server must not hold a consumer past max.poll.interval.ms (60 s).
+            connect_timeout=HTTP_CONNECT_TIMEOUT_S,
+            send_receive_timeout=HTTP_SEND_RECEIVE_TIMEOUT_S,
         )
     except Exception as exc:
         raise ClickHouseDsnError(f"cannot reach ClickHouse at {describe_dsn(dsn)}: {exc}") from exc

@@ -15,17 +15,27 @@ the first stage (one engine per HEP-topic partition) cannot see them together:
   (the second stage drops the repeats by record id).
 - `LegStage` (second stage): consumer group `<consumer.group>.legs`; each assigned partition
   gets a `LegPartition` restored from its checkpoint (state, next offset, output length, as
-  `consumers.checkpoint` does for the first stage), its anomalies go to the same sink as the
-  first stage's records (`jsonl:DIR`: one file per legs partition beside theirs). Stream
-  time is the leg facts' detection time; a partition quiet for `idle_advance_s` follows the
-  wall clock `idle_advance_s` behind, as the first stage does, so decisions still come.
+  `consumers.checkpoint` does for the first stage), its anomalies go to the same kind of
+  output as the first stage's records (`consumers.outputs.outputs_for`): `jsonl:DIR`, one
+  file per legs partition beside theirs; `clickhouse:DSN`, the `anomalies` table, rows
+  stamped with `src_partition` = `legs_src_partition(p)` = LEGS_SRC_PARTITION_BASE (100000)
+  + the legs partition, a number no HEP topic partition reaches (Kafka allows far fewer per
+  topic), so the sink's per-partition replay dedup (`resume`, called when a partition is
+  restored) never mixes the two stages; `src_offset` is the partition's next offset when
+  the row was made, so every row made after a checkpoint at N is stamped >= N. Outputs are
+  flushed before each checkpoint (and when the sink says a flush is due); when ClickHouse
+  is unavailable the stage pauses its partitions and retries, as consume does.
+  Within `hepwatch consume` the stage has its own client; on a chDB directory the two
+  clients share one process and `consumers.outputs` serialises their calls.
+  Stream time is the leg facts' detection time; a partition quiet for `idle_advance_s`
+  follows the wall clock `idle_advance_s` behind, as the first stage does, so decisions
+  still come (only once it has read everything available).
 - `hepwatch consume` runs the stage in a thread of its own (`LegStageThread`) unless
   `consumer.legs_stage` is false (`--no-legs-stage`); `hepwatch legs` runs it alone
-  (`run_legs_service`).
+  (`run_legs_service`), which needs a ClickHouse server (`clickhouse:http(s)://...`) or
+  `jsonl:DIR`: a chDB directory can be open in one process only, consume's.
 
-Limits: see `consumers.legs.codec` for which legs meet under the key. The stage writes to
-`jsonl:DIR` sinks only so far: with a ClickHouse sink consume logs a warning and does not
-start it (`hepwatch legs` refuses), the leg facts wait in the legs topic. Decisions made when an
+Limits: see `consumers.legs.codec` for which legs meet under the key. Decisions made when an
 idle partition followed the wall clock depend on when facts arrived, so a replay after a
 crash may decide a borderline case differently (as the first stage's wall-clock timers).
 A permanent delivery failure (not a broker outage, which is waited out) stops checkpoints of
@@ -40,7 +50,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -48,13 +57,21 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
-from consumers.checkpoint import Checkpoint, CheckpointStore, PartitionOutput
+from consumers.checkpoint import Checkpoint, CheckpointStore
 from consumers.legs.codec import LegCodecError, decode, encode, partition_key
 from consumers.legs.partition import LegPartition
+from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
 from consumers.records import AnomalyRecord, LegRecord, Record
 from hepwatch.config import Settings
 
 log = logging.getLogger("hepwatch.legs")
+
+LEGS_SRC_PARTITION_BASE = 100_000
+
+
+def legs_src_partition(partition: int) -> int:
+    """The `src_partition` of the rows a legs-topic partition produces (ClickHouse)."""
+    return LEGS_SRC_PARTITION_BASE + partition
 
 
 def legs_topic(settings: Settings) -> str:
@@ -192,6 +209,14 @@ class LegStageMetrics:
         self.lag = Gauge(
             p + "lag", "Records behind the high watermark", ["partition"], registry=registry
         )
+        self.sink_failures = Counter(
+            p + "sink_failures", "Failed attempts to store anomalies", registry=registry
+        )
+        self.sink_paused = Gauge(
+            p + "sink_paused",
+            "1 while fetching is paused: the sink cannot store",
+            registry=registry,
+        )
 
 
 @dataclass
@@ -199,12 +224,9 @@ class LegWorker:
     topic: str
     partition: int
     state: LegPartition
-    output: PartitionOutput
+    key: int  # the partition's key in the outputs (its src_partition in ClickHouse)
     next_offset: int | None = None
     last_wall: float = field(default_factory=time.time)
-
-
-OutputFactory = Callable[[str, int], PartitionOutput]
 
 
 class LegStage:
@@ -212,21 +234,24 @@ class LegStage:
         self,
         settings: Settings,
         registry: CollectorRegistry | None = None,
-        output: OutputFactory | None = None,
+        output: Outputs | None = None,
     ) -> None:
         self.settings = settings
         c = settings.consumer
         self.topic = legs_topic(settings)
         self.group = legs_group(settings)
         self.store = CheckpointStore(c.state_dir)
-        scheme, _, target = c.sink.partition(":")
-        if output is None and scheme != "jsonl":
+        scheme = c.sink.partition(":")[0]
+        if output is None and scheme not in ("jsonl", "clickhouse"):
             raise ValueError(
-                f"the legs stage writes to jsonl:DIR sinks only so far, not {scheme}: "
-                "its leg facts stay in the legs topic"
+                f"the legs stage cannot write to {c.sink!r} (jsonl:DIR or clickhouse:DSN)"
             )
-        out_dir = Path(target)
-        self._output = output or (lambda topic, p: PartitionOutput(out_dir, topic, p))
+        self.output: Outputs = output or outputs_for(c.sink, settings.clickhouse)
+        self.clickhouse = isinstance(self.output, ClickHouseOutputs)
+        # Paused: the sink failed; fetching stops until a retried flush succeeds.
+        self.paused = False
+        self._retry_at = 0.0
+        self._retry_delay = 0.0
         self.registry = registry or CollectorRegistry()
         self.metrics = LegStageMetrics(self.registry)
         self.workers: dict[int, LegWorker] = {}
@@ -255,10 +280,14 @@ class LegStage:
         }
         consumer = Consumer(conf)
         self._consumer = consumer
+        if self.clickhouse:
+            self._flush()  # connect and migrate now; paused from the start when unavailable
         consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("correlating legs from %s as group %s", self.topic, self.group)
         try:
             while not self._stop.is_set():
+                if self.paused and time.monotonic() >= self._retry_at:
+                    self._retry()
                 batch = consumer.consume(num_messages=1000, timeout=0.2)
                 now = time.time()
                 for msg in batch:
@@ -268,15 +297,22 @@ class LegStage:
                             log.warning("consume error: %s", err)
                         continue
                     self._take(msg, now)
-                self._idle_advance(now)
+                if not self.paused:
+                    self._idle_advance(now)
+                    if self.output.due():
+                        self._flush()
                 if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:
                     self.checkpoint_all()
                     self._update_lag()
         finally:
+            if self.paused:
+                self._retry_at = 0.0
+                self._retry()  # one last try; when it fails the input is replayed later
             self.checkpoint_all()
-            for w in self.workers.values():
-                w.output.close()
+            for worker in self.workers.values():
+                self.output.close_partition(worker.key)
             self.workers.clear()
+            self.output.close()
             consumer.close()
             log.info("legs stage stopped")
 
@@ -289,55 +325,149 @@ class LegStage:
             if worker.next_offset is not None:
                 tp.offset = worker.next_offset
         consumer.assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
         log.info("legs: assigned partitions %s", sorted(tp.partition for tp in partitions))
         self.assigned_once.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            worker = self.workers.pop(tp.partition, None)
-            if worker is not None:
-                self._checkpoint(worker)
-                worker.output.close()
+        revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
+        if revoked and not self.paused:
+            self._checkpoint(revoked)
+        if revoked and self.paused:
+            self._drop_unstored(revoked)
+        for worker in revoked:
+            self.output.close_partition(worker.key)
         log.info("legs: revoked partitions %s", sorted(tp.partition for tp in partitions))
 
+    def _drop_unstored(self, revoked: list[LegWorker]) -> None:
+        """The sink is down while partitions leave (as consume's `_drop_unstored`): nothing
+        of theirs is checkpointed or committed, the unstored buffer is dropped, and the
+        partitions kept here go back to their checkpoints too."""
+        log.warning(
+            "legs partitions %s revoked while the sink is unavailable: their anomalies since "
+            "the last checkpoint will be made again by the next owner",
+            sorted(w.partition for w in revoked),
+        )
+        self.output.discard()
+        for partition, worker in list(self.workers.items()):
+            self.output.close_partition(worker.key)
+            fresh = self._restore(worker.topic, partition)
+            if fresh.next_offset is None:  # no checkpoint, so nothing committed either
+                fresh.next_offset = self._committed(fresh)
+            self.workers[partition] = fresh  # seeked to fresh.next_offset on resume
+
+    def _committed(self, worker: LegWorker) -> int:
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        try:
+            tp = consumer.committed([TopicPartition(worker.topic, worker.partition)], timeout=10)
+        except KafkaException:
+            return 0
+        return max(0, tp[0].offset)
+
     def _restore(self, topic: str, partition: int) -> LegWorker:
-        output = self._output(topic, partition)
+        key = legs_src_partition(partition) if self.clickhouse else partition
         ckpt = self.store.load(topic, partition)
         state: object = ckpt.engine if ckpt is not None else None
-        if ckpt is None or not isinstance(state, LegPartition):
-            if ckpt is not None:
-                log.error("%s/%d: checkpoint holds no leg state; starting empty", topic, partition)
-            output.truncate(0)
-            return LegWorker(topic, partition, LegPartition(), output)
-        output.truncate(ckpt.output_bytes)
+        if ckpt is not None and not isinstance(state, LegPartition):
+            log.error("%s/%d: checkpoint holds no leg state; starting empty", topic, partition)
+            ckpt = None
+        # Without a checkpoint, rows stored by an earlier run of this partition (a crash
+        # before its first checkpoint) are all skipped when made again: resume from 0.
+        self.output.open(topic, key, ckpt, 0)
+        if ckpt is None:
+            return LegWorker(topic, partition, LegPartition(), key)
+        assert isinstance(state, LegPartition)
         log.info(
             "legs partition %d: resumed at offset %d with %d legs",
             partition,
             ckpt.next_offset,
             len(state),
         )
-        return LegWorker(topic, partition, state, output, next_offset=ckpt.next_offset)
+        return LegWorker(topic, partition, state, key, next_offset=ckpt.next_offset)
 
-    def _checkpoint(self, worker: LegWorker) -> None:
-        if worker.next_offset is None:
+    def _checkpoint(self, workers: list[LegWorker]) -> None:
+        """Flush the output, write the checkpoints, commit the offsets: in that order."""
+        positions = self._flush()
+        if positions is None:
             return
-        size = worker.output.sync()
-        # the store pickles whatever state it is given; here a LegPartition, not an Engine
-        ckpt = Checkpoint(worker.next_offset, size, worker.state)  # type: ignore[arg-type]
-        self.store.save(worker.topic, worker.partition, ckpt)
-        if self._consumer is not None:
-            tp = TopicPartition(worker.topic, worker.partition, worker.next_offset)
+        offsets = []
+        for worker in workers:
+            if worker.next_offset is None:
+                continue
+            size = positions.get(worker.key, 0)
+            # the store pickles whatever state it is given; here a LegPartition, not an Engine
+            ckpt = Checkpoint(worker.next_offset, size, worker.state)  # type: ignore[arg-type]
+            self.store.save(worker.topic, worker.partition, ckpt)
+            offsets.append(TopicPartition(worker.topic, worker.partition, worker.next_offset))
+            self.metrics.checkpoints.inc()
+        if self._consumer is not None and offsets:
             try:
-                self._consumer.commit(offsets=[tp], asynchronous=False)
+                self._consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
-                log.warning("legs: offset commit for partition %d failed: %s", tp.partition, exc)
-        self.metrics.checkpoints.inc()
+                log.warning("legs: offset commit failed: %s", exc)
 
     def checkpoint_all(self) -> None:
-        for worker in list(self.workers.values()):
-            self._checkpoint(worker)
         self._last_checkpoint = time.monotonic()
+        if self.paused:
+            return
+        self._checkpoint(list(self.workers.values()))
         self.metrics.live_legs.set(sum(len(w.state) for w in self.workers.values()))
+
+    # -- sink availability -----------------------------------------------------------------
+
+    def _flush(self) -> dict[int, int] | None:
+        """Store what was written; None (and paused) when the sink is unavailable."""
+        try:
+            return self.output.flush()
+        except SinkUnavailable as exc:
+            self._sink_failed(exc)
+            return None
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self.metrics.sink_failures.inc()
+        base = self.settings.clickhouse.retry_backoff_s
+        if not self.paused:
+            self.paused = True
+            self._retry_delay = base
+            self.metrics.sink_paused.set(1)
+            log.error("legs: sink unavailable, fetching paused, retrying: %s", exc)
+            if self._consumer is not None:
+                try:
+                    self._consumer.pause(self._consumer.assignment())
+                except KafkaException as kexc:
+                    log.warning("legs: pausing the partitions failed: %s", kexc)
+        else:
+            self._retry_delay = min(self._retry_delay * 2, base * 16)
+            log.debug("legs: sink still unavailable: %s", exc)
+        self._retry_at = time.monotonic() + self._retry_delay
+
+    def _retry(self) -> None:
+        try:
+            self.output.flush()
+        except SinkUnavailable as exc:
+            self._sink_failed(exc)
+            return
+        self.paused = False
+        self.metrics.sink_paused.set(0)
+        log.info("legs: sink available again; fetching resumed")
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now = time.time()
+        for worker in self.workers.values():
+            worker.last_wall = now  # the backlog is not idleness
+        try:
+            consumer.resume(consumer.assignment())
+            for worker in self.workers.values():
+                if worker.next_offset is not None:
+                    consumer.seek(
+                        TopicPartition(worker.topic, worker.partition, worker.next_offset)
+                    )
+        except KafkaException as exc:
+            log.warning("legs: resuming the partitions failed: %s", exc)
 
     # -- records ---------------------------------------------------------------------------
 
@@ -345,8 +475,16 @@ class LegStage:
         worker = self.workers.get(msg.partition())
         if worker is None:
             return  # revoked meanwhile
+        offset = msg.offset()
+        if worker.next_offset is not None and offset < worker.next_offset:
+            return  # fetched again after a seek: processed already
+        if self.paused:
+            # Fetched before the pause took effect: read again after the resume's seek.
+            if worker.next_offset is None:
+                worker.next_offset = offset
+            return
         self.metrics.consumed.inc()
-        worker.next_offset = msg.offset() + 1
+        worker.next_offset = offset + 1
         worker.last_wall = now
         try:
             rec = decode(msg.value())
@@ -355,7 +493,7 @@ class LegStage:
             log.warning(
                 "legs %d/%d: record refused (%s)",
                 msg.partition(),
-                msg.offset(),
+                offset,
                 exc,
                 exc_info=False,
             )
@@ -368,7 +506,9 @@ class LegStage:
     def _emit(self, worker: LegWorker, anomalies: list[AnomalyRecord]) -> None:
         if not anomalies:
             return
-        worker.output.write(list(anomalies))
+        # Stamped with the next offset: every row made after a checkpoint at N is >= N.
+        offset = worker.next_offset if worker.next_offset is not None else 0
+        self.output.write(worker.key, offset, list(anomalies))
         for a in anomalies:
             self.metrics.anomalies.labels(a.anomaly).inc()
 
@@ -390,13 +530,13 @@ class LegStage:
         tp = TopicPartition(worker.topic, worker.partition)
         try:
             _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return False  # no fetch answered yet
+            position = worker.next_offset
+            if position is None:
+                position = max(0, consumer.position([tp])[0].offset)
         except KafkaException:
             return False
-        if high < 0:
-            return False  # no fetch answered yet
-        position = worker.next_offset
-        if position is None:
-            position = max(0, consumer.position([tp])[0].offset)
         return position >= high
 
     def _update_lag(self) -> None:
@@ -472,6 +612,14 @@ def run_legs_service(settings: Settings) -> None:
     from hepwatch.config import parse_host_port
     from hepwatch.ops_http import start_ops_server
 
+    scheme, _, target = settings.consumer.sink.partition(":")
+    if scheme == "clickhouse" and target.partition("://")[0].lower() == "chdb":
+        raise ValueError(
+            f"hepwatch legs cannot write to {target}: a chDB directory can be open in one "
+            "process only, and consume's is the one writing there. Let `hepwatch consume` "
+            "run the legs stage in its own process (without --no-legs-stage), or point both "
+            "at a ClickHouse server (clickhouse:http://host:8123/db)"
+        )
     tune_gc()
     stage = LegStage(settings)
     if settings.consumer.metrics_listen:
