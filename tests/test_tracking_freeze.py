@@ -3,6 +3,7 @@ on its next message, timer or removal behaves exactly as one never frozen."""
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 from capture_build import make_calls
@@ -109,3 +110,25 @@ def test_end_of_input_thaws_frozen_calls_one_at_a_time():
     assert all(isinstance(v, bytes) for v in tracker.calls.values())  # the rest still frozen
     assert len(list(calls)) == 4 and len(tracker) == 0
     assert not tracker._compact_queue  # nothing drained is kept alive
+
+
+def test_frozen_calls_leave_no_cyclic_garbage():
+    # The consumer's GC thresholds make full collections rare: a frozen call's objects must
+    # be freed by reference counting alone, or RSS keeps them for minutes.
+    eng = Engine(EngineConfig())
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(50):
+            f = Flow(f"idle-{n}@test")
+            f.at(n * 0.1)
+            f.setup()
+            for o in sorted(f.obs, key=lambda o: o.ts_us):
+                eng.feed(o)
+        gc.collect()
+        eng.advance_to(eng.stream_time + 33_000_000)
+        eng.advance_to(eng.stream_time + 9_000_000)
+        assert eng.tracker.freezer.frozen == 50
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
