@@ -223,7 +223,10 @@ def test_c12_into_clickhouse_once_across_consumer_crashes(broker, tmp_path):
     time.sleep(0.3)  # stored by a flush, likely not yet checkpointed: the replay makes it again
     c2.kill()
     c3 = consumer()
-    time.sleep(6)  # every replayed fact is through both stages again, dialogs ended
+    # Assigned (after the group dropped c2: up to the 6 s session timeout) and checkpointing.
+    assert _wait_metric(c3, "hepwatch_consumer_checkpoints_total", 1) >= 1, c3.log()[-3000:]
+    assert _wait_metric(c3, "hepwatch_legs_checkpoints_total", 1) >= 1, c3.log()[-3000:]
+    time.sleep(5)  # every replayed fact is through both stages again, dialogs ended (3.2 s)
     log = c3.stop()
     assert "C.12 cross-leg stage not started" not in log
 
