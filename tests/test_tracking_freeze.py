@@ -73,7 +73,7 @@ def test_idle_established_call_is_a_small_blob_until_its_bye():
     for o in sorted(f.obs, key=lambda o: o.ts_us):
         out += eng.feed(o)
     eng.advance_to(eng.stream_time + 33_000_000)  # its transactions dropped (64*T1)
-    eng.advance_to(eng.stream_time + 9_000_000)  # and 16*T1 later frozen
+    eng.advance_to(eng.stream_time + 9_000_000)  # and 4*T1 later frozen
     blob = eng.tracker.calls[f.call_id]
     assert isinstance(blob, bytes) and len(blob) < 1200  # the first call: no dictionary yet
     assert len(eng.tracker) == 1 and eng.tracker.live_dialogs() == 1

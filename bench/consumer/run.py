@@ -130,7 +130,7 @@ def _build_dialogs(
         for _ts, blob in _records(template, i, base + i * spacing_us):
             engine.feed(from_hep(fast.decode(blob), "m", "p1"))
     # let every transaction pass its 64*T1 linger so only dialog state remains, then the
-    # idle calls freeze (16*T1 later), as stream time moves on in a live consumer
+    # idle calls freeze (4*T1 later), as stream time moves on in a live consumer
     cfg = engine.config.tracker
     engine.advance_to(engine.stream_time + cfg.linger_us + 1_000_000)
     engine.advance_to(engine.stream_time + cfg.freeze_delay_us + 1_000_000)
@@ -157,7 +157,7 @@ def memory(dialogs: int, spacing_us: int, traced: int) -> None:
         f" {os.getloadavg()[0]:.2f})"
     )
     if marks and dialogs >= 10:
-        # Past the first tenth the calls still in their first 64*T1 + 16*T1 (not frozen
+        # Past the first tenth the calls still in their first 64*T1 + 4*T1 (not frozen
         # yet, with their messages) are a constant: what each further dialog adds.
         print(
             f"memory: RSS added per dialog past the first {dialogs // 10:,}:"

@@ -75,7 +75,7 @@ class TrackerConfig:
         """How long after its transactions are dropped an idle call is frozen: detector
         timers set at 64*T1 plus a tolerance from its last message fire first, so freezing
         does not wake it again at once."""
-        return 16 * self.t1_ms * 1000
+        return 4 * self.t1_ms * 1000
 
 
 class Event:
