@@ -48,6 +48,7 @@ from consumers.engine import Engine, EngineConfig
 from consumers.legs.stage import LegPublisher, start_legs_thread
 from consumers.observation import Observation, from_hep
 from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
+from consumers.partition_progress import caught_up, report_lag
 from consumers.records import Record
 from consumers.tracking.tracker import TrackerConfig
 from hepwatch.config import Settings
@@ -464,36 +465,10 @@ class ConsumerService:
                 worker.emit(worker.engine.advance_to(target), self.metrics, idle=True)
 
     def _caught_up(self, worker: PartitionWorker) -> bool:
-        """True when the partition's position is at the high watermark of its last fetch
-        (librdkafka's cached value: no broker round trip)."""
-        consumer = self._consumer
-        if consumer is None:
-            return False
-        tp = TopicPartition(worker.topic, worker.partition)
-        try:
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                return False  # no fetch answered yet
-            position = worker.next_offset
-            if position is None:
-                position = max(0, consumer.position([tp])[0].offset)
-        except KafkaException:
-            return False
-        return position >= high
+        return caught_up(self._consumer, worker)
 
     def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        for worker in self.workers.values():
-            try:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(worker.topic, worker.partition), timeout=1.0, cached=False
-                )
-            except KafkaException:
-                continue
-            position = worker.next_offset if worker.next_offset is not None else 0
-            self.metrics.lag.labels(str(worker.partition)).set(max(0, high - position))
+        report_lag(self._consumer, self.workers.values(), self.metrics.lag)
 
 
 def run_service(settings: Settings) -> None:

@@ -61,6 +61,7 @@ from consumers.checkpoint import Checkpoint, CheckpointStore
 from consumers.legs.codec import LegCodecError, decode, encode, partition_key
 from consumers.legs.partition import LegPartition
 from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
+from consumers.partition_progress import caught_up, report_lag
 from consumers.records import AnomalyRecord, LegRecord, Record
 from hepwatch.config import Settings
 
@@ -524,34 +525,10 @@ class LegStage:
                 self._emit(worker, worker.state.advance_to(target))
 
     def _caught_up(self, worker: LegWorker) -> bool:
-        consumer = self._consumer
-        if consumer is None:
-            return False
-        tp = TopicPartition(worker.topic, worker.partition)
-        try:
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0:
-                return False  # no fetch answered yet
-            position = worker.next_offset
-            if position is None:
-                position = max(0, consumer.position([tp])[0].offset)
-        except KafkaException:
-            return False
-        return position >= high
+        return caught_up(self._consumer, worker)
 
     def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        for worker in self.workers.values():
-            try:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(worker.topic, worker.partition), timeout=1.0, cached=False
-                )
-            except KafkaException:
-                continue
-            position = worker.next_offset if worker.next_offset is not None else 0
-            self.metrics.lag.labels(str(worker.partition)).set(max(0, high - position))
+        report_lag(self._consumer, self.workers.values(), self.metrics.lag)
 
 
 # -- running it -------------------------------------------------------------------------------
