@@ -27,7 +27,10 @@ from consumers.sinks import record_json
 
 log = logging.getLogger("hepwatch.consume")
 
-FORMAT_VERSION = 1
+# Bumped whenever the pickled engine state changes shape: an older checkpoint is then set
+# aside with a logged error and the partition starts empty, instead of restoring objects
+# that lack fields the code now reads. 2: frozen calls and packed SDP summaries.
+FORMAT_VERSION = 2
 
 
 def _safe(name: str) -> str:
