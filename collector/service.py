@@ -18,7 +18,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from collector.auth import AuthPolicy
 from collector.ingest import Ingest, ListenerStats
-from collector.listeners.stream import StreamListener, server_tls_context
+from collector.listeners.start import start_listeners
+from collector.listeners.stream import StreamListener
 from collector.listeners.udp import UdpListener
 from collector.metrics import CollectorMetrics
 from collector.publisher import Publisher, producer_config
@@ -78,38 +79,7 @@ class CollectorService:
             max_packet_bytes=c.max_packet_bytes,
             reject_log_per_minute=c.reject_log_per_minute,
         )
-        tls = None
-        for addr in c.listen_addresses():
-            if addr.scheme == "udp":
-                lst = UdpListener(
-                    addr.host,
-                    addr.port,
-                    ingest,
-                    receive_buffer=c.udp_receive_buffer_bytes,
-                    max_senders=c.max_tracked_senders,
-                )
-                lst.start()
-                self.udp.append(lst)
-                continue
-            if addr.scheme == "tls" and tls is None:
-                if c.tls_cert is None or c.tls_key is None:
-                    raise ValueError(
-                        "tls:// listeners need collector.tls_cert and collector.tls_key"
-                    )
-                tls = server_tls_context(c.tls_cert, c.tls_key, c.tls_client_ca)
-            stream = StreamListener(
-                addr.scheme,
-                addr.host,
-                addr.port,
-                ingest,
-                ssl_context=tls if addr.scheme == "tls" else None,
-                max_connections=c.max_connections,
-                idle_timeout_s=c.idle_timeout_s,
-                max_packet_bytes=c.max_packet_bytes,
-                max_senders=c.max_tracked_senders,
-            )
-            await stream.start()
-            self.streams.append(stream)
+        self.udp, self.streams = await start_listeners(c.listen_addresses(), ingest, c)
         if s.metrics.listen:
             registry = CollectorRegistry()
             registry.register(

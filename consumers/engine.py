@@ -40,6 +40,16 @@ class EngineConfig:
     emit_messages: bool = True
     keep_raw: bool = True
 
+    @classmethod
+    def from_consumer(cls, c: Any) -> EngineConfig:
+        """From a `[consumer]` settings section (`hepwatch.config.ConsumerConfig`, which
+        `consume` and `run` share; duck-typed so the core does not import the settings)."""
+        return cls(
+            reorder_window_ms=c.reorder_window_ms,
+            dedup_window_ms=c.dedup_window_ms,
+            tracker=TrackerConfig(max_calls=c.max_calls_per_partition, t1_ms=c.t1_ms),
+        )
+
 
 @dataclass(slots=True)
 class EngineStats:

@@ -50,7 +50,7 @@ from consumers.observation import Observation, from_hep
 from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
 from consumers.partition_progress import caught_up, report_lag
 from consumers.records import Record
-from consumers.tracking.tracker import TrackerConfig
+from consumers.sink_pause import SinkPause
 from hepwatch.config import Settings
 
 log = logging.getLogger("hepwatch.consume")
@@ -137,22 +137,18 @@ class ConsumerService:
         self._last_checkpoint = time.monotonic()
         self.assigned_once = threading.Event()
         # Paused: the sink failed; fetching stops until a retried flush succeeds.
-        self.paused = False
-        self._retry_at = 0.0
-        self._retry_delay = 0.0
-        self._failures_in_streak = 0
-        self._paused_since = 0.0
+        self.pause = SinkPause(
+            settings.clickhouse.retry_backoff_s,
+            self.metrics.sink_failures,
+            self.metrics.sink_paused,
+            log,
+        )
         self.legs = LegPublisher(settings, self.registry)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def engine_config(self) -> EngineConfig:
-        c = self.settings.consumer
-        return EngineConfig(
-            reorder_window_ms=c.reorder_window_ms,
-            dedup_window_ms=c.dedup_window_ms,
-            tracker=TrackerConfig(max_calls=c.max_calls_per_partition, t1_ms=c.t1_ms),
-        )
+        return EngineConfig.from_consumer(self.settings.consumer)
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,7 +175,7 @@ class ConsumerService:
         log.info("consuming %s as group %s", self.topic, s.consumer.group)
         try:
             while not self._stop.is_set():
-                if self.paused and time.monotonic() >= self._retry_at:
+                if self.pause.due():
                     self._retry()
                 batch = consumer.consume(num_messages=1000, timeout=0.2)
                 now = time.time()
@@ -195,7 +191,7 @@ class ConsumerService:
                         pending.setdefault(msg.partition(), []).append(obs)
                 for partition, observations in pending.items():
                     self._feed(self.workers[partition], observations)
-                if not self.paused:
+                if not self.pause.active:
                     self._idle_advance(now)
                     if self._flush_due():
                         self._flush()
@@ -203,11 +199,11 @@ class ConsumerService:
                     self.checkpoint_all()
                     self._update_lag()
         finally:
-            if self.paused:
-                self._retry_at = 0.0
+            if self.pause.active:
+                self.pause.retry_at = 0.0
                 self._retry()  # one last try; when it fails the input is replayed later
             self.checkpoint_all()
-            if self.paused:
+            if self.pause.active:
                 log.warning(
                     "stopping while the sink is unavailable: partitions %s keep their last "
                     "checkpoint; what came after it is replayed by the next consumer",
@@ -230,7 +226,7 @@ class ConsumerService:
             if worker.next_offset is not None:
                 tp.offset = worker.next_offset
         consumer.assign(partitions)
-        if self.paused:
+        if self.pause.active:
             consumer.pause(partitions)
         log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
         self.assigned_once.set()
@@ -238,9 +234,9 @@ class ConsumerService:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
         if revoked:
-            if not self.paused:
+            if not self.pause.active:
                 self._checkpoint(revoked)
-            if self.paused:
+            if self.pause.active:
                 self._drop_unstored(revoked)
             for worker in revoked:
                 self.output.close_partition(worker.partition)
@@ -308,7 +304,7 @@ class ConsumerService:
         try:
             positions = self.output.flush()
         except SinkUnavailable as exc:
-            self._sink_failed(exc)
+            self.pause.failed(exc, self._consumer)
             return
         workers = [w for w in workers if w.next_offset is not None]
         if not workers or not self.legs.flush():
@@ -329,10 +325,10 @@ class ConsumerService:
 
     def checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()
-        if self.paused:
+        if self.pause.active:
             return
         self._checkpoint(list(self.workers.values()))
-        if not self.paused:
+        if not self.pause.active:
             self.metrics.live_calls.set(sum(len(w.engine.tracker) for w in self.workers.values()))
 
     # -- sink availability -----------------------------------------------------------------
@@ -344,68 +340,17 @@ class ConsumerService:
         try:
             self.output.flush()
         except SinkUnavailable as exc:
-            self._sink_failed(exc)
+            self.pause.failed(exc, self._consumer)
             return False
         return True
-
-    def _sink_failed(self, exc: Exception) -> None:
-        self.metrics.sink_failures.inc()
-        base = self.settings.clickhouse.retry_backoff_s
-        now = time.monotonic()
-        if not self.paused:
-            self.paused = True
-            self._paused_since = now
-            self._failures_in_streak = 1
-            self._retry_delay = base
-            self.metrics.sink_paused.set(1)
-            log.error(
-                "sink unavailable, fetching paused, retrying from %.1f s up to %.1f s apart: %s",
-                base,
-                base * 16,
-                exc,
-            )
-            if self._consumer is not None:
-                try:
-                    self._consumer.pause(self._consumer.assignment())
-                except KafkaException as kexc:
-                    log.warning("pausing the partitions failed: %s", kexc)
-        else:
-            self._failures_in_streak += 1
-            self._retry_delay = min(self._retry_delay * 2, base * 16)
-            log.debug("sink still unavailable (attempt %d): %s", self._failures_in_streak, exc)
-        self._retry_at = now + self._retry_delay
 
     def _retry(self) -> None:
         try:
             self.output.flush()
         except SinkUnavailable as exc:
-            self._sink_failed(exc)
+            self.pause.failed(exc, self._consumer)
             return
-        self.paused = False
-        self.metrics.sink_paused.set(0)
-        log.info(
-            "sink available again after %d failed attempts in %.1f s; fetching resumed",
-            self._failures_in_streak,
-            time.monotonic() - self._paused_since,
-        )
-        now = time.time()
-        consumer = self._consumer
-        if consumer is None:
-            return
-        parts = consumer.assignment()
-        for worker in self.workers.values():
-            worker.last_wall = now  # the backlog is not idleness
-        try:
-            consumer.resume(parts)
-            for worker in self.workers.values():
-                if worker.next_offset is not None:
-                    # Fetching goes on from the first offset not processed, whatever the
-                    # fetcher had queued when it was paused.
-                    consumer.seek(
-                        TopicPartition(worker.topic, worker.partition, worker.next_offset)
-                    )
-        except KafkaException as exc:
-            log.warning("resuming the partitions failed: %s", exc)
+        self.pause.recovered(self._consumer, self.workers.values())
 
     # -- records ---------------------------------------------------------------------------
 
@@ -417,7 +362,7 @@ class ConsumerService:
         offset = msg.offset()
         if worker.next_offset is not None and offset < worker.next_offset:
             return None  # fetched again after a seek: processed already
-        if self.paused:
+        if self.pause.active:
             # Fetched before the pause took effect: left for after the resume, which seeks
             # back to the first offset not processed.
             if worker.next_offset is None:

@@ -61,7 +61,8 @@ from collector.hep import fast
 from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
 from collector.ingest import H_NODE, Ingest, ListenerStats
-from collector.listeners.stream import StreamListener, server_tls_context
+from collector.listeners.start import start_listeners
+from collector.listeners.stream import StreamListener
 from collector.listeners.udp import UdpListener
 from consumers.alerts.service import AlertEvaluator
 from consumers.checkpoint import Checkpoint, CheckpointStore
@@ -75,7 +76,6 @@ from consumers.observation import Observation, from_hep
 from consumers.records import AnomalyRecord, LegRecord, Record
 from consumers.runtime import tune_gc
 from consumers.service import ConsumerMetrics
-from consumers.tracking.tracker import TrackerConfig
 from hepwatch.config import ListenAddress, Settings, parse_host_port
 from hepwatch.ops_http import start_ops_server
 from hepwatch.query_http import ChdbQueries, QueryHttpServer
@@ -579,7 +579,8 @@ class RunService:
             max_packet_bytes=c.max_packet_bytes,
             reject_log_per_minute=c.reject_log_per_minute,
         )
-        await self._start_listeners(ingest)
+        addresses = [ListenAddress.parse(url) for url in s.run.listen]
+        self.udp, self.streams = await start_listeners(addresses, ingest, s.collector)
 
         # The query endpoint over the same engine.
         if s.query_http.listen:
@@ -616,12 +617,7 @@ class RunService:
             )
 
     def _engine_config(self) -> EngineConfig:
-        c = self.settings.consumer
-        return EngineConfig(
-            reorder_window_ms=c.reorder_window_ms,
-            dedup_window_ms=c.dedup_window_ms,
-            tracker=TrackerConfig(max_calls=c.max_calls_per_partition, t1_ms=c.t1_ms),
-        )
+        return EngineConfig.from_consumer(self.settings.consumer)
 
     def _stored_max_offset(self) -> int:
         """The largest src_offset of this queue's rows in any table (-1 when none)."""
@@ -636,41 +632,6 @@ class RunService:
                 if rows and rows[0][0] is not None:
                     best = max(best, int(rows[0][0]))
         return best
-
-    async def _start_listeners(self, ingest: Ingest) -> None:
-        s = self.settings
-        c = s.collector
-        tls = None
-        for url in s.run.listen:
-            addr = ListenAddress.parse(url)
-            if addr.scheme == "udp":
-                lst = UdpListener(
-                    addr.host,
-                    addr.port,
-                    ingest,
-                    receive_buffer=c.udp_receive_buffer_bytes,
-                    max_senders=c.max_tracked_senders,
-                )
-                lst.start()
-                self.udp.append(lst)
-                continue
-            if addr.scheme == "tls" and tls is None:
-                if c.tls_cert is None or c.tls_key is None:
-                    raise ValueError("tls:// listeners need collector.tls_cert and tls_key")
-                tls = server_tls_context(c.tls_cert, c.tls_key, c.tls_client_ca)
-            stream = StreamListener(
-                addr.scheme,
-                addr.host,
-                addr.port,
-                ingest,
-                ssl_context=tls if addr.scheme == "tls" else None,
-                max_connections=c.max_connections,
-                idle_timeout_s=c.idle_timeout_s,
-                max_packet_bytes=c.max_packet_bytes,
-                max_senders=c.max_tracked_senders,
-            )
-            await stream.start()
-            self.streams.append(stream)
 
     @property
     def query_url(self) -> str | None:

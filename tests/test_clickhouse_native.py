@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipflow import Flow, sdp
+from test_clickhouse_sink import call
 
 from consumers.clickhouse import native
 from consumers.clickhouse.client import Client, connect
@@ -39,32 +39,6 @@ def ch(tmp_path: Path) -> Iterator[Client]:
     client.command("SYSTEM STOP MERGES")
     yield client
     client.close()
-
-
-def call(call_id: str, node_v6: bool) -> list[Record]:
-    kw: dict[str, Any] = {}
-    if node_v6:
-        kw = {"a": ("2001:db8::2", 5060), "b": ("2001:db8::3", 5062)}
-    f = Flow(call_id, **kw)
-    f.setup()
-    f.wait(1)
-    x = f.request("A", "INVITE", body=sdp(version=2))
-    f.wait(0.005)
-    y = f.request("B", "INVITE", body=sdp(version=2, session_id="2002"))
-    f.wait(0.01)
-    f.response(x, 491)
-    f.response(y, 491)
-    f.wait(0.01)
-    f.hop_ack(x)
-    f.hop_ack(y)
-    f.wait(3)
-    u = f.request("A", "UPDATE", body=sdp(version=3))
-    f.wait(0.01)
-    f.response(u, 405)
-    f.wait(1)
-    f.bye()
-    f.obs = [dataclasses.replace(o, ref=f"{call_id}#{o.ref}") for o in f.obs]
-    return f.engine_records()
 
 
 def edge_records(base: list[Record]) -> list[Record]:

@@ -63,6 +63,7 @@ from consumers.legs.partition import LegPartition
 from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
 from consumers.partition_progress import caught_up, report_lag
 from consumers.records import AnomalyRecord, LegRecord, Record
+from consumers.sink_pause import SinkPause
 from hepwatch.config import Settings
 
 log = logging.getLogger("hepwatch.legs")
@@ -250,11 +251,15 @@ class LegStage:
         self.output: Outputs = output or outputs_for(c.sink, settings.clickhouse)
         self.clickhouse = isinstance(self.output, ClickHouseOutputs)
         # Paused: the sink failed; fetching stops until a retried flush succeeds.
-        self.paused = False
-        self._retry_at = 0.0
-        self._retry_delay = 0.0
         self.registry = registry or CollectorRegistry()
         self.metrics = LegStageMetrics(self.registry)
+        self.pause = SinkPause(
+            settings.clickhouse.retry_backoff_s,
+            self.metrics.sink_failures,
+            self.metrics.sink_paused,
+            log,
+            prefix="legs: ",
+        )
         self.workers: dict[int, LegWorker] = {}
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
@@ -287,7 +292,7 @@ class LegStage:
         log.info("correlating legs from %s as group %s", self.topic, self.group)
         try:
             while not self._stop.is_set():
-                if self.paused and time.monotonic() >= self._retry_at:
+                if self.pause.due():
                     self._retry()
                 batch = consumer.consume(num_messages=1000, timeout=0.2)
                 now = time.time()
@@ -298,7 +303,7 @@ class LegStage:
                             log.warning("consume error: %s", err)
                         continue
                     self._take(msg, now)
-                if not self.paused:
+                if not self.pause.active:
                     self._idle_advance(now)
                     if self.output.due():
                         self._flush()
@@ -306,8 +311,8 @@ class LegStage:
                     self.checkpoint_all()
                     self._update_lag()
         finally:
-            if self.paused:
-                self._retry_at = 0.0
+            if self.pause.active:
+                self.pause.retry_at = 0.0
                 self._retry()  # one last try; when it fails the input is replayed later
             self.checkpoint_all()
             for worker in self.workers.values():
@@ -326,16 +331,16 @@ class LegStage:
             if worker.next_offset is not None:
                 tp.offset = worker.next_offset
         consumer.assign(partitions)
-        if self.paused:
+        if self.pause.active:
             consumer.pause(partitions)
         log.info("legs: assigned partitions %s", sorted(tp.partition for tp in partitions))
         self.assigned_once.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
-        if revoked and not self.paused:
+        if revoked and not self.pause.active:
             self._checkpoint(revoked)
-        if revoked and self.paused:
+        if revoked and self.pause.active:
             self._drop_unstored(revoked)
         for worker in revoked:
             self.output.close_partition(worker.key)
@@ -412,7 +417,7 @@ class LegStage:
 
     def checkpoint_all(self) -> None:
         self._last_checkpoint = time.monotonic()
-        if self.paused:
+        if self.pause.active:
             return
         self._checkpoint(list(self.workers.values()))
         self.metrics.live_legs.set(sum(len(w.state) for w in self.workers.values()))
@@ -424,51 +429,16 @@ class LegStage:
         try:
             return self.output.flush()
         except SinkUnavailable as exc:
-            self._sink_failed(exc)
+            self.pause.failed(exc, self._consumer)
             return None
-
-    def _sink_failed(self, exc: Exception) -> None:
-        self.metrics.sink_failures.inc()
-        base = self.settings.clickhouse.retry_backoff_s
-        if not self.paused:
-            self.paused = True
-            self._retry_delay = base
-            self.metrics.sink_paused.set(1)
-            log.error("legs: sink unavailable, fetching paused, retrying: %s", exc)
-            if self._consumer is not None:
-                try:
-                    self._consumer.pause(self._consumer.assignment())
-                except KafkaException as kexc:
-                    log.warning("legs: pausing the partitions failed: %s", kexc)
-        else:
-            self._retry_delay = min(self._retry_delay * 2, base * 16)
-            log.debug("legs: sink still unavailable: %s", exc)
-        self._retry_at = time.monotonic() + self._retry_delay
 
     def _retry(self) -> None:
         try:
             self.output.flush()
         except SinkUnavailable as exc:
-            self._sink_failed(exc)
+            self.pause.failed(exc, self._consumer)
             return
-        self.paused = False
-        self.metrics.sink_paused.set(0)
-        log.info("legs: sink available again; fetching resumed")
-        consumer = self._consumer
-        if consumer is None:
-            return
-        now = time.time()
-        for worker in self.workers.values():
-            worker.last_wall = now  # the backlog is not idleness
-        try:
-            consumer.resume(consumer.assignment())
-            for worker in self.workers.values():
-                if worker.next_offset is not None:
-                    consumer.seek(
-                        TopicPartition(worker.topic, worker.partition, worker.next_offset)
-                    )
-        except KafkaException as exc:
-            log.warning("legs: resuming the partitions failed: %s", exc)
+        self.pause.recovered(self._consumer, self.workers.values())
 
     # -- records ---------------------------------------------------------------------------
 
@@ -479,7 +449,7 @@ class LegStage:
         offset = msg.offset()
         if worker.next_offset is not None and offset < worker.next_offset:
             return  # fetched again after a seek: processed already
-        if self.paused:
+        if self.pause.active:
             # Fetched before the pause took effect: read again after the resume's seek.
             if worker.next_offset is None:
                 worker.next_offset = offset
