@@ -1,4 +1,5 @@
-"""The C accept path `speedups.scan_v3` against the Python reference (fast.decode, sipscan).
+"""The C accept path `speedups.scan_v3` and the C decoder `_speedups.decode_v3` against the
+Python reference (fast.decode_python, sipscan).
 
 (a) plain packets: scan_v3 accepts them and agrees field by field; (b) anything else (mangled
 packets, noise, the shared vectors): scan_v3 may decline, but whatever it accepts Python
@@ -16,7 +17,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from collector.hep.errors import HepError
-from collector.hep.fast import decode
+from collector.hep.fast import _decode_plain as decode_v3
+from collector.hep.fast import decode_python as decode
+from collector.hep.model import HepPacket
 from collector.hep.sipscan import find_call_id, looks_like_sip
 from collector.hep.speedups import HAVE_SPEEDUPS, scan_v3
 
@@ -261,6 +264,25 @@ def test_plain_packets_are_accepted_and_agree(case: tuple[bytes, int]) -> None:
     check_agrees(data, max_size, result)
 
 
+def check_decoded(data: bytes, max_size: int, pkt: HepPacket) -> None:
+    """`pkt` (from decode_v3) must be exactly what the Python decoder makes of `data`."""
+    want = decode(data, max_size)  # raises if C accepted what Python rejects
+    assert type(pkt) is HepPacket
+    for name in HepPacket.__slots__:
+        got, expected = getattr(pkt, name), getattr(want, name)
+        assert got == expected, name
+        assert type(got) is type(expected), name
+
+
+@MANY
+@given(plain_packets())
+def test_decode_v3_accepts_plain_packets_and_agrees(case: tuple[bytes, int]) -> None:
+    data, max_size = case
+    pkt = decode_v3(data, max_size, HepPacket)
+    assert pkt is not None, "decode_v3 declined a plain packet"
+    check_decoded(data, max_size, pkt)
+
+
 # --- anything else: decline or agree -----------------------------------------------------------
 
 
@@ -355,6 +377,18 @@ def test_whatever_scan_v3_accepts_python_accepts_the_same(case: tuple[bytes, int
         pytest.fail(f"scan_v3 accepted what fast.decode rejects: {exc}")
 
 
+@MANY
+@given(anything)
+@example((b"HEP3\x00\x06", 65535))
+@example((b"HEP3\x00\x0c\x00\x00\x00\x0f\x00\x06", 65535))
+def test_whatever_decode_v3_accepts_python_accepts_the_same(case: tuple[bytes, int]) -> None:
+    data, max_size = case
+    pkt = decode_v3(data, max_size, HepPacket)
+    event("C accepted" if pkt is not None else "C declined")
+    if pkt is not None:
+        check_decoded(data, max_size, pkt)
+
+
 def test_shared_vectors() -> None:
     directory = shared_hep_dir()
     if directory is None:
@@ -370,6 +404,9 @@ def test_shared_vectors() -> None:
             for max_size in (65535, len(rec), len(rec) - 1, 6):
                 if outcome_agrees(rec, max_size) and max_size == 65535:
                     accepted.append(path.name)
+                pkt = decode_v3(rec, max_size, HepPacket)
+                if pkt is not None:
+                    check_decoded(rec, max_size, pkt)
     # The Kamailio-style vectors are plain and must take the C path.
     assert "synthetic_kamailio_style_hep3_ipv4.hex" in accepted
     assert "synthetic_kamailio_style_hep3_ipv6_tls.hex" in accepted

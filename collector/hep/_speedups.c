@@ -1,4 +1,5 @@
-/* collector.hep._speedups: the HEPv3 accept path in C (see collector/hep/speedups.py).
+/* collector.hep._speedups: the HEPv3 accept path in C (see collector/hep/speedups.py), and
+ * decode_v3, the plain-packet path of collector/hep/fast.py decode.
  *
  * scan_v3(data, max_size) walks one "plain" HEPv3 packet and scans its SIP payload in one
  * call. It returns None for anything that is not plain (the caller then uses the pure Python
@@ -348,6 +349,124 @@ scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return t;
 }
 
+/* decode_v3(data, max_size, packet_type): the HepPacket that fast.decode builds for a plain
+ * HEPv3 packet, or None (the caller then runs the Python decoder, which is the reference and
+ * raises the typed error). Plain here: magic "HEP3"/"EEP3"; 6 <= total length <=
+ * min(len(data), max_size); every chunk header complete, chunk length >= 6 and not past the
+ * total length; only vendor-0 field chunk types (0x0001-0x000c, 0x000e, 0x000f, 0x0011,
+ * 0x0012, 0x0013), fixed-size ones with exactly their size; no type twice. The packet is
+ * built by calling packet_type with HepPacket's twenty fields in order. */
+static PyObject *
+decode_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "decode_v3() takes 3 positional arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *obj = args[0];
+    if (!PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "decode_v3() data must be bytes, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    long long max_size;
+    if (max_size_arg(args[1], &max_size) < 0)
+        return NULL;
+    const u8 *d = (const u8 *)PyBytes_AS_STRING(obj);
+    Py_ssize_t n = PyBytes_GET_SIZE(obj);
+    if (n < 6 || !((d[0] == 'H' || d[0] == 'E') && d[1] == 'E' && d[2] == 'P' && d[3] == '3'))
+        Py_RETURN_NONE;
+    Py_ssize_t total = (Py_ssize_t)rd16(d + 4);
+    if (total < 6 || total > n || (long long)total > max_size)
+        Py_RETURN_NONE;
+
+    unsigned long family = 2, ip_proto = 17, proto_type = 1;
+    unsigned long src_port = 0, dst_port = 0, ts_sec = 0, ts_usec = 0, capture_id = 0;
+    long vlan = -1;
+    /* value spans [s, e) of the variable chunks, -1 when absent */
+    Py_ssize_t src_s = -1, src_e = -1, dst_s = -1, dst_e = -1, pay_s = -1, pay_e = -1;
+    Py_ssize_t auth_s = -1, auth_e = -1, corr_s = -1, corr_e = -1, node_s = -1, node_e = -1;
+    unsigned long seen = 0;
+    Py_ssize_t off = 6;
+    while (off < total) {
+        if (total - off < 6)
+            Py_RETURN_NONE;
+        unsigned int vendor = rd16(d + off), type = rd16(d + off + 2);
+        Py_ssize_t clen = (Py_ssize_t)rd16(d + off + 4);
+        if (clen < 6 || clen > total - off || vendor != 0 || type >= 0x14)
+            Py_RETURN_NONE;
+        int size = CHUNK_SIZE[type];
+        if (size == NO || (size != VAR && clen != 6 + size))
+            Py_RETURN_NONE;
+        unsigned long bit = 1UL << type;
+        if (seen & bit)
+            Py_RETURN_NONE;
+        seen |= bit;
+        Py_ssize_t v = off + 6;
+        off += clen;
+        switch (type) {
+        case 0x01: family = d[v]; break;
+        case 0x02: ip_proto = d[v]; break;
+        case 0x03: case 0x05: src_s = v; src_e = off; break;
+        case 0x04: case 0x06: dst_s = v; dst_e = off; break;
+        case 0x07: src_port = rd16(d + v); break;
+        case 0x08: dst_port = rd16(d + v); break;
+        case 0x09: ts_sec = rd32(d + v); break;
+        case 0x0a: ts_usec = rd32(d + v); break;
+        case 0x0b: proto_type = d[v]; break;
+        case 0x0c: capture_id = rd32(d + v); break;
+        case 0x0e: auth_s = v; auth_e = off; break;
+        case 0x0f: pay_s = v; pay_e = off; break;
+        case 0x11: corr_s = v; corr_e = off; break;
+        case 0x12: vlan = (long)rd16(d + v); break;
+        case 0x13: node_s = v; node_e = off; break;
+        default: break;
+        }
+    }
+
+    static const char zero4[4] = {0, 0, 0, 0};
+    const char *c = (const char *)d;
+    PyObject *a[20] = {NULL};
+    a[0] = PyLong_FromLong(3);
+    a[1] = PyLong_FromUnsignedLong(family);
+    a[2] = PyLong_FromUnsignedLong(ip_proto);
+    a[3] = src_s >= 0 ? PyBytes_FromStringAndSize(c + src_s, src_e - src_s)
+                      : PyBytes_FromStringAndSize(zero4, 4);
+    a[4] = dst_s >= 0 ? PyBytes_FromStringAndSize(c + dst_s, dst_e - dst_s)
+                      : PyBytes_FromStringAndSize(zero4, 4);
+    a[5] = PyLong_FromUnsignedLong(src_port);
+    a[6] = PyLong_FromUnsignedLong(dst_port);
+    a[7] = PyLong_FromUnsignedLong(ts_sec);
+    a[8] = PyLong_FromUnsignedLong(ts_usec);
+    a[9] = PyLong_FromUnsignedLong(proto_type);
+    a[10] = PyLong_FromUnsignedLong(capture_id);
+    a[11] = pay_s >= 0 ? PyBytes_FromStringAndSize(c + pay_s, pay_e - pay_s)
+                       : PyBytes_FromStringAndSize(NULL, 0);
+    a[12] = Py_NewRef(Py_False);
+    a[13] = auth_s >= 0 ? PyBytes_FromStringAndSize(c + auth_s, auth_e - auth_s)
+                        : Py_NewRef(Py_None);
+    a[14] = corr_s >= 0 ? PyBytes_FromStringAndSize(c + corr_s, corr_e - corr_s)
+                        : Py_NewRef(Py_None);
+    a[15] = node_s >= 0 ? PyBytes_FromStringAndSize(c + node_s, node_e - node_s)
+                        : Py_NewRef(Py_None);
+    a[16] = vlan >= 0 ? PyLong_FromLong(vlan) : Py_NewRef(Py_None);
+    a[17] = PyList_New(0);
+    a[18] = PyTuple_New(0);
+    a[19] = PyLong_FromSsize_t(n - total);
+    PyObject *result = NULL;
+    int k;
+    for (k = 0; k < 20; k++)
+        if (a[k] == NULL)
+            break;
+    if (k == 20)
+        result = PyObject_Vectorcall(args[2], a, 20, NULL);
+    for (k = 0; k < 20; k++)
+        Py_XDECREF(a[k]);
+    return result;
+}
+
 /* ---- batches: many packets per call, one Kafka-ready record each ------------------------- */
 
 /* A batch being built: the record list and the totals of its fast records. */
@@ -681,6 +800,9 @@ static PyMethodDef speedups_methods[] = {
      "Receive up to `slots` datagrams with one recvmmsg call and turn each into a record.\n"
      "See collector.hep.speedups for the contract."},
 #endif
+    {"decode_v3", (PyCFunction)(void (*)(void))decode_v3, METH_FASTCALL,
+     "decode_v3(data, max_size, packet_type, /)\n--\n\n"
+     "The HepPacket of a plain HEPv3 packet (fast.decode), or None if it is not plain."},
     {"frame_batch", (PyCFunction)(void (*)(void))frame_batch, METH_FASTCALL,
      "frame_batch(data, start, end, max_packet_bytes, max_size, received_us, fast, /)\n--\n\n"
      "Cut the HEPv3 stream in data[start:end] into packets and turn each into a record.\n"

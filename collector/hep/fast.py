@@ -8,7 +8,10 @@ and are re-exported here for the collector.
 
 Speed: Kamailio siptrace always starts a HEPv3 packet with the same ten fixed-size chunks, so
 that prefix (87 bytes for IPv4, 111 for IPv6) is unpacked with one precompiled struct and only
-the variable chunks that follow go through the generic chunk walk.
+the variable chunks that follow go through the generic chunk walk. When the C extension is
+built, `decode` hands a plain HEPv3 packet (field chunks only, each at most once, nothing
+compressed) to `_speedups.decode_v3`, which builds the same HepPacket; everything else, and
+every refusal, goes through the Python decoder here, which stays the reference.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from . import spec
 from .errors import HepError, RejectReason
 from .model import AUTH_KEY, HepPacket
 from .sipscan import find_call_id, looks_like_sip
+
+try:
+    from ._speedups import decode_v3 as _decode_plain
+except ImportError:  # no compiler at install time: the Python decoder does it all
+    _decode_plain = None
 
 __all__ = ["decode", "encode_v3", "find_call_id", "looks_like_sip", "strip_auth_key"]
 
@@ -71,6 +79,15 @@ _EXTRA_LENGTH = {
 
 def decode(data: bytes, max_size: int = 65535) -> HepPacket:
     """Decode one HEPv1/v2/v3 packet. Raises HepError (and nothing else) if it is refused."""
+    if _decode_plain is not None and type(data) is bytes:
+        pkt = _decode_plain(data, max_size, HepPacket)
+        if pkt is not None:
+            return pkt
+    return decode_python(data, max_size)
+
+
+def decode_python(data: bytes, max_size: int = 65535) -> HepPacket:
+    """`decode` without the C extension: the reference the C path is tested against."""
     n = len(data)
     magic = data[:4]
     if magic == b"HEP3" or magic == b"EEP3":
