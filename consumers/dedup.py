@@ -28,7 +28,7 @@ from consumers.observation import Observation
 from consumers.sip import SipMessage, parse_message
 from consumers.sip.framing import COMMON_METHODS
 from consumers.sip.memo import remember, table
-from consumers.sip.name_addr import NEEDS_PARSE, fast_tag, parse_name_addr
+from consumers.sip.name_addr import parse_name_addr
 from consumers.sip.numeric_headers import parse_cseq
 from consumers.sip.via import bottom_via_text, origin_key
 
@@ -147,15 +147,12 @@ def fast_key(obs: Observation) -> tuple[object, ...] | None:
     fields = _key_fields(obs.payload)
     if fields is None:
         return None
-    method, status, call_id, cseq_text, to, vias = fields
-    if not call_id or cseq_text is None:
-        return None
+    method, status, call_id, cseq_text, tag, to, bottom = fields
     if method is not None and method not in COMMON_METHODS:
         return None
     try:
         cseq = parse_cseq(cseq_text)
-        bottom = bottom_via_text(vias)
-        if cseq is None or bottom is None:
+        if cseq is None:
             return None
         origin_via = _ORIGINS.get(bottom)
         if origin_via is None:
@@ -164,11 +161,8 @@ def fast_key(obs: Observation) -> tuple[object, ...] | None:
             return ("q", call_id, cseq.number, cseq.method, method, origin_via)
         if status == 100:
             return ("r100", call_id, cseq.number, cseq.method, origin_via, obs.src, obs.dst)
-        tag = None
-        if to is not None:
-            tag = fast_tag(to)
-            if tag is NEEDS_PARSE:
-                tag = parse_name_addr(to).params.get("tag")
+        if to is not None:  # the C scan's fast_tag could not tell
+            tag = parse_name_addr(to).params.get("tag")
     except Exception:  # a parser bug: the full parse reports it
         return None
     return ("r", call_id, cseq.number, cseq.method, status, tag or "", origin_via)

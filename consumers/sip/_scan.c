@@ -13,16 +13,20 @@
  * an empty line, a line starting with SP/HTAB/CR (folding), a line without a colon, or a name
  * the cache does not hold yet. So it never has to judge syntax or report a reason.
  *
- * key_fields(data: bytes) -> (method, status, call_id, cseq, to, vias) or None
+ * key_fields(data: bytes) -> (method, status, call_id, cseq, tag, to, bottom) or None
  *
  * Only what the dedup key needs (`dedup.dedup_key`), without building the message: for a
  * request method is the method of a "METHOD SP URI SP SIP/2.0" start line and status 0; for
- * a response method is None and status the 3-digit code after "SIP/" and one SP. call_id,
- * cseq and to are the first Call-ID (or i), CSeq and To (or t) values (None when absent) and
- * vias every Via (or v) value, each stripped as split_headers strips it. It returns None
- * for everything split_headers would refuse (so the values are exactly those of
- * `parse_message(data).headers`), for a name with SP/HTAB around it, a leading CR or LF,
- * any other start line, and a status outside 100..699.
+ * a response method is None and status the 3-digit code after "SIP/" and one SP. call_id and
+ * cseq are the first Call-ID (or i) and CSeq values, bottom the last non-empty Via (or v)
+ * value, each stripped as split_headers strips it. For a response other than 100, tag is
+ * `name_addr.fast_tag` of the first To (or t) value (None without a To) and to is None; when
+ * fast_tag would say NEEDS_PARSE, tag is None and to is that To value, for the caller to
+ * parse. Requests and 100s get None for both. It returns None for everything split_headers
+ * would refuse (so the values are exactly those of `parse_message(data).headers`), for a
+ * name with SP/HTAB around it, a leading CR or LF, any other start line, a status outside
+ * 100..699, no or an empty Call-ID, no CSeq, no non-empty Via value, and a bottom Via value
+ * with a comma (a comma list: the caller parses).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -156,13 +160,44 @@ static int field_of(const char *p, Py_ssize_t n) {
     return F_OTHER;
 }
 
+/* name_addr.fast_tag on the stripped value [v, ve): 1 with the tag in [*ts, *te) (*ts < 0:
+ * no tag, None), or 0 for NEEDS_PARSE. */
+static int fast_tag(const char *v, const char *ve, const char **ts, const char **te) {
+    Py_ssize_t n = ve - v;
+    if (memchr(v, '"', (size_t)n) != NULL) return 0;
+    Py_ssize_t gt = n - 1;
+    while (gt >= 0 && v[gt] != '>') gt--;
+    Py_ssize_t from = gt + 1, start = -1;
+    for (Py_ssize_t i = from; i + 5 <= n; i++) {
+        if (v[i] == ';' && memcmp(v + i, ";tag=", 5) == 0) {
+            start = i;
+            break;
+        }
+    }
+    if (start < 0) {
+        if (memchr(v + from, ';', (size_t)(n - from)) != NULL) return 0;
+        *ts = NULL;
+        return 1;
+    }
+    start += 5;
+    const char *semi = memchr(v + start, ';', (size_t)(n - start));
+    Py_ssize_t end = semi ? semi - v : n;
+    if (end == start) return 0;
+    for (Py_ssize_t i = start; i < end; i++)
+        if (v[i] == ' ' || v[i] == '\t' || v[i] == ',') return 0;
+    *ts = v + start;
+    *te = v + end;
+    return 1;
+}
+
 static PyObject *key_fields(PyObject *self, PyObject *arg) {
     Py_buffer buf;
     if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) return NULL;
     const char *data = (const char *)buf.buf;
     Py_ssize_t size = buf.len;
-    PyObject *result = NULL, *method = NULL, *vias = NULL;
-    PyObject *call_id = NULL, *cseq = NULL, *to = NULL;
+    PyObject *result = NULL, *method = NULL, *bottom = NULL, *tag = NULL, *to = NULL;
+    PyObject *call_id = NULL, *cseq = NULL;
+    const char *to_s = NULL, *to_e = NULL, *via_s = NULL, *via_e = NULL;
     long status = 0;
     if (size == 0 || data[0] == '\r' || data[0] == '\n') goto none;
 
@@ -209,8 +244,6 @@ static PyObject *key_fields(PyObject *self, PyObject *arg) {
             if (method == NULL) goto error;
         }
     }
-    vias = PyList_New(0);
-    if (vias == NULL) goto error;
     while (nl != NULL) {
         const char *line = nl + 1;
         nl = memchr(line, '\n', (size_t)(block_end - line));
@@ -221,25 +254,45 @@ static PyObject *key_fields(PyObject *self, PyObject *arg) {
         if (colon[-1] == ' ' || colon[-1] == '\t') goto none;
         int field = field_of(line, colon - line);
         if (field == F_OTHER) continue;
-        if ((field == F_CALL_ID && call_id) || (field == F_CSEQ && cseq) || (field == F_TO && to))
+        if ((field == F_CALL_ID && call_id) || (field == F_CSEQ && cseq) || (field == F_TO && to_s))
             continue;
         const char *v = colon + 1, *ve = line_end;
         while (v < ve && is_strip(*v)) v++;
         while (ve > v && is_strip(ve[-1])) ve--;
-        PyObject *value = PyUnicode_DecodeASCII(v, ve - v, NULL);
-        if (value == NULL) goto error;
-        if (field == F_CALL_ID) call_id = value;
-        else if (field == F_CSEQ) cseq = value;
-        else if (field == F_TO) to = value;
-        else {
-            int rc = PyList_Append(vias, value);
-            Py_DECREF(value);
-            if (rc < 0) goto error;
+        if (field == F_TO) {
+            to_s = v;
+            to_e = ve;
+        } else if (field == F_VIA) {
+            if (ve > v) {
+                via_s = v;
+                via_e = ve;
+            }
+        } else {
+            PyObject *value = PyUnicode_DecodeASCII(v, ve - v, NULL);
+            if (value == NULL) goto error;
+            if (field == F_CALL_ID) call_id = value;
+            else cseq = value;
         }
     }
-    result = Py_BuildValue("(OlOOOO)", method ? method : Py_None, status,
-                           call_id ? call_id : Py_None, cseq ? cseq : Py_None,
-                           to ? to : Py_None, vias);
+    if (call_id == NULL || PyUnicode_GET_LENGTH(call_id) == 0 || cseq == NULL || via_s == NULL)
+        goto none;
+    if (memchr(via_s, ',', (size_t)(via_e - via_s)) != NULL) goto none;
+    bottom = PyUnicode_DecodeASCII(via_s, via_e - via_s, NULL);
+    if (bottom == NULL) goto error;
+    if (method == NULL && status != 100 && to_s != NULL) {
+        const char *ts = NULL, *te = NULL;
+        if (fast_tag(to_s, to_e, &ts, &te)) {
+            if (ts != NULL) {
+                tag = PyUnicode_DecodeASCII(ts, te - ts, NULL);
+                if (tag == NULL) goto error;
+            }
+        } else {
+            to = PyUnicode_DecodeASCII(to_s, to_e - to_s, NULL);
+            if (to == NULL) goto error;
+        }
+    }
+    result = Py_BuildValue("(OlOOOOO)", method ? method : Py_None, status, call_id, cseq,
+                           tag ? tag : Py_None, to ? to : Py_None, bottom);
     goto done;
 none:
     result = Py_NewRef(Py_None);
@@ -248,7 +301,8 @@ error:
     result = NULL;
 done:
     Py_XDECREF(method);
-    Py_XDECREF(vias);
+    Py_XDECREF(bottom);
+    Py_XDECREF(tag);
     Py_XDECREF(call_id);
     Py_XDECREF(cseq);
     Py_XDECREF(to);
@@ -260,7 +314,7 @@ static PyMethodDef methods[] = {
     {"split_headers", split_headers, METH_VARARGS,
      "split_headers(data, start, names) -> (start_line, headers, body_start) or None"},
     {"key_fields", key_fields, METH_O,
-     "key_fields(data) -> (method, status, call_id, cseq, to, vias) or None"},
+     "key_fields(data) -> (method, status, call_id, cseq, tag, to, bottom) or None"},
     {NULL, NULL, 0, NULL},
 };
 
