@@ -123,6 +123,20 @@ def test_c_split_is_used_on_common_messages() -> None:
 
 
 @needs_c
+def test_c_split_name_table_follows_the_dict() -> None:
+    """The C side remembers the names dict's answers; another dict gets its own answers."""
+    data = b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCall-ID: a\r\n\r\n"
+    assert framing._split_headers(data, 0, framing._NAME_CACHE) is not None
+    assert framing._split_headers(data, 0, {}) is None
+    other = {"Via": "via", "Call-ID": "call-id"}
+    split = framing._split_headers(data, 0, other)
+    assert split is not None and split[1] == {"via": ["SIP/2.0/UDP h"], "call-id": ["a"]}
+    assert framing._split_headers(data, 0, {"Via": "via"}) is None
+    split = framing._split_headers(data, 0, framing._NAME_CACHE)
+    assert split is not None and split[1] == {"via": ["SIP/2.0/UDP h"], "call-id": ["a"]}
+
+
+@needs_c
 def test_c_split_samples_and_seeds() -> None:
     for data in SEEDS:
         _same(data)

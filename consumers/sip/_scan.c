@@ -34,6 +34,48 @@
 
 static int is_strip(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
+/* The names dict's answers, remembered by the name's bytes: a direct-mapped table, so a known
+ * spelling costs a hash and a memcmp instead of a str object and a dict lookup. The dict
+ * (framing's name cache) only ever maps a spelling to header_key(spelling), so an answer
+ * stays right after the dict drops it; the table starts over when another dict is passed. */
+#define NAME_SLOTS 256
+#define NAME_LEN_MAX 40
+typedef struct {
+    Py_ssize_t len;
+    char text[NAME_LEN_MAX];
+    PyObject *key; /* strong */
+} name_slot;
+static name_slot name_table[NAME_SLOTS];
+static PyObject *name_owner; /* strong: the dict the table's answers came from */
+
+static PyObject *known_name(PyObject *names, const char *p, Py_ssize_t n) {
+    if (names != name_owner) {
+        for (int i = 0; i < NAME_SLOTS; i++) {
+            Py_CLEAR(name_table[i].key);
+            name_table[i].len = 0;
+        }
+        Py_XDECREF(name_owner);
+        name_owner = Py_NewRef(names);
+    }
+    name_slot *slot = NULL;
+    if (n > 0 && n <= NAME_LEN_MAX) {
+        unsigned int h = 2166136261u;
+        for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+        slot = &name_table[h & (NAME_SLOTS - 1)];
+        if (slot->len == n && memcmp(slot->text, p, (size_t)n) == 0) return slot->key;
+    }
+    PyObject *name = PyUnicode_DecodeASCII(p, n, NULL);
+    if (name == NULL) return NULL;
+    PyObject *key = PyDict_GetItemWithError(names, name); /* borrowed */
+    Py_DECREF(name);
+    if (key != NULL && slot != NULL) {
+        Py_XSETREF(slot->key, Py_NewRef(key));
+        slot->len = n;
+        memcpy(slot->text, p, (size_t)n);
+    }
+    return key;
+}
+
 static PyObject *split_headers(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t start;
@@ -78,10 +120,7 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
                 goto none;
             const char *colon = memchr(line, ':', (size_t)(line_end - line));
             if (colon == NULL) goto none;
-            PyObject *name = PyUnicode_DecodeASCII(line, colon - line, NULL);
-            if (name == NULL) goto error;
-            PyObject *key = PyDict_GetItemWithError(names, name); /* borrowed */
-            Py_DECREF(name);
+            PyObject *key = known_name(names, line, colon - line); /* borrowed */
             if (key == NULL) {
                 if (PyErr_Occurred()) goto error;
                 goto none;
