@@ -250,11 +250,13 @@ class Deduplicator:
 
     def _learn(self, lm: LogicalMessage, obs: Observation) -> None:
         first = lm.observations[0]
-        proxies = self.proxies.setdefault(obs.node, set())
-        if first.dst == obs.src:
-            proxies.add(obs.src)
-        elif obs.dst == first.src:
-            proxies.add(first.src)
+        proxies = self.proxies.get(obs.node)
+        if proxies is None:
+            proxies = self.proxies[obs.node] = set()
+        if first.dst_port == obs.src_port and first.dst_ip == obs.src_ip:
+            proxies.add((obs.src_ip, obs.src_port))
+        elif obs.dst_port == first.src_port and obs.dst_ip == first.src_ip:
+            proxies.add((first.src_ip, first.src_port))
 
     def is_proxy(self, node: str, addr: tuple[str, int]) -> bool:
         if addr in self._configured:
@@ -263,9 +265,14 @@ class Deduplicator:
         return known is not None and addr in known
 
     def hop(self, obs: Observation) -> str:
-        if self.is_proxy(obs.node, obs.dst):
+        # is_proxy(obs.node, obs.dst), then is_proxy(obs.node, obs.src), inlined (per copy)
+        configured = self._configured
+        known = self.proxies.get(obs.node)
+        dst = (obs.dst_ip, obs.dst_port)
+        if dst in configured or (known is not None and dst in known):
             return HOP_IN
-        if self.is_proxy(obs.node, obs.src):
+        src = (obs.src_ip, obs.src_port)
+        if src in configured or (known is not None and src in known):
             return HOP_OUT
         return HOP_UNKNOWN
 
@@ -274,18 +281,28 @@ class Deduplicator:
         (sender time, receiver time): the first in-copy, else the first copy; the first
         out-copy, else the last copy (C.0 rule 2)."""
         hop = self.hop
-        hops = [hop(o) for o in lm.observations]
+        observations = lm.observations
+        if len(observations) == 1:  # captured once: the loop below, unrolled
+            ts = observations[0].ts_us
+            h = hop(observations[0])
+            lm.hops = [h]
+            lm.origin = ORIGIN_PROXY if h == HOP_OUT and ts else ORIGIN_ENDPOINT
+            return (ts, ts)
+        hops = [hop(o) for o in observations]
         lm.hops = hops
         t_in = t_out = 0
-        first = last = lm.observations[0].ts_us
-        for h, o in zip(hops, lm.observations, strict=True):
+        first = last = observations[0].ts_us
+        for h, o in zip(hops, observations, strict=True):
             ts = o.ts_us
-            first = min(first, ts)
-            last = max(last, ts)
+            if ts < first:
+                first = ts
+            elif ts > last:
+                last = ts
             if h == HOP_IN:
-                t_in = ts if not t_in else min(t_in, ts)
-            elif h == HOP_OUT:
-                t_out = ts if not t_out else min(t_out, ts)
+                if not t_in or ts < t_in:
+                    t_in = ts
+            elif h == HOP_OUT and (not t_out or ts < t_out):
+                t_out = ts
         lm.origin = (
             ORIGIN_PROXY if t_out and not t_in and HOP_UNKNOWN not in hops else ORIGIN_ENDPOINT
         )
