@@ -157,9 +157,11 @@ class Engine:
         out = Output()
         out.anomaly_counts = self.stats.anomalies
         reorder = self._reorder
+        timers = self._timers
         while reorder and reorder[0][0] <= watermark:
             ts, _, lm = heapq.heappop(reorder)
-            self._fire_timers(ts, out)
+            if timers and timers[0][0] <= ts:
+                self._fire_timers(ts, out)
             self._process(lm, out)
         self._fire_timers(watermark, out)
         if watermark > self.processed_until:
@@ -248,49 +250,54 @@ class Engine:
 
     def _message_record(self, lm: LogicalMessage) -> MessageRecord:
         msg = lm.msg
-        obs = lm.first
+        observations = lm.observations
+        obs = observations[0]
+        is_request = msg.is_request
         cseq = msg.cseq
         se = msg.session_expires
+        allow, supported, require = msg.allow, msg.supported, msg.require
         rows = [
             ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, h, o.ref, c)
-            for o, c, h in zip(lm.observations, lm.copies, self.dedup.hops_of(lm), strict=True)
+            for o, c, h in zip(observations, lm.copies, self.dedup.hops_of(lm), strict=True)
         ]
+        # Positional, in field order (a keyword call costs a name search per field); the
+        # field each value fills is named on its line.
         return MessageRecord(
-            id=record_id(lm.ref),
-            event_time_us=lm.ts,
-            node=obs.node,
-            capture_id=obs.capture_id,
-            call_id=msg.call_id or "",
-            is_request=msg.is_request,
-            method=(msg.method or "") if msg.is_request else (cseq.method if cseq else ""),
-            status=msg.status_code or 0,
-            reason_phrase=msg.reason_phrase or "",
-            cseq=cseq.number if cseq else 0,
-            from_tag=msg.from_tag or "",
-            to_tag=msg.to_tag or "",
-            direction=lm.direction,
-            dialog_state=lm.state_at or "pre",
-            origin=lm.origin,
-            retransmission=lm.retransmission,
-            transport=obs.transport,
-            src_ip=obs.src_ip,
-            src_port=obs.src_port,
-            dst_ip=obs.dst_ip,
-            dst_port=obs.dst_port,
-            user_agent=(msg.user_agent if msg.is_request else msg.server) or msg.user_agent or "",
-            allow=_sorted(msg.allow),
-            supported=_sorted(msg.supported),
-            require=_sorted(msg.require),
-            session_expires=se.delta if se else None,
-            refresher=se.refresher if se else None,
-            min_se=msg.min_se,
-            has_sdp=msg.sdp is not None,
-            sdp_role=lm.sdp_role,
-            malformed=list(msg.framing_reasons),
-            correlation_id=obs.correlation_id,
-            x_cid=msg.x_cid or "",
-            observations=rows,
-            raw=msg.raw if self.config.keep_raw else b"",
+            record_id(obs.ref),  # id
+            lm.ts,  # event_time_us
+            obs.node,  # node
+            obs.capture_id,  # capture_id
+            msg.call_id or "",  # call_id
+            is_request,  # is_request
+            (msg.method or "") if is_request else (cseq.method if cseq else ""),  # method
+            msg.status_code or 0,  # status
+            msg.reason_phrase or "",  # reason_phrase
+            cseq.number if cseq else 0,  # cseq
+            msg.from_tag or "",  # from_tag
+            msg.to_tag or "",  # to_tag
+            lm.direction,  # direction
+            lm.state_at or "pre",  # dialog_state
+            lm.origin,  # origin
+            lm.retransmission,  # retransmission
+            obs.transport,  # transport
+            obs.src_ip,  # src_ip
+            obs.src_port,  # src_port
+            obs.dst_ip,  # dst_ip
+            obs.dst_port,  # dst_port
+            (msg.user_agent if is_request else msg.server) or msg.user_agent or "",  # user_agent
+            None if allow is None else _sorted(allow),  # allow
+            None if supported is None else _sorted(supported),  # supported
+            None if require is None else _sorted(require),  # require
+            se.delta if se else None,  # session_expires
+            se.refresher if se else None,  # refresher
+            msg.min_se,  # min_se
+            msg.sdp is not None,  # has_sdp
+            lm.sdp_role,  # sdp_role
+            msg.framing_reasons,  # malformed (a fresh list)
+            obs.correlation_id,  # correlation_id
+            msg.x_cid or "",  # x_cid
+            rows,  # observations
+            msg.raw if self.config.keep_raw else b"",  # raw
         )
 
     def _dialog_record(self, call: Call, dialog: Dialog | None, reason: str) -> DialogRecord:
@@ -342,10 +349,8 @@ def _enders(detectors: list[Detector]) -> list[Detector]:
 _SORTED: dict[frozenset[str], tuple[str, ...]] = {}
 
 
-def _sorted(tokens: frozenset[str] | None) -> list[str] | None:
+def _sorted(tokens: frozenset[str]) -> list[str]:
     """sorted(tokens), memoised: a user agent sends the same Allow/Supported every time."""
-    if tokens is None:
-        return None
     found = _SORTED.get(tokens)
     if found is None:
         if len(_SORTED) >= 4096:
