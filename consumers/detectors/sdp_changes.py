@@ -9,8 +9,7 @@ out-copy toward it, which rtpengine or SBC functions may have rewritten, so comp
 on one side of the proxy: a UA's successive SDPs with each other, an answer with its offer
 as the answerer received it (C.11 trap). `LogicalMessage.msg` is whichever copy was captured
 first, so `copies()` picks them with `dedup.sent_and_delivered` (by hop, else by addresses
-and Via depth); the other copy is parsed (once, `LogicalMessage.parsed`) only when its body
-may differ from the first's (`wire.same_body`).
+and Via depth); each copy is parsed once per message (`LogicalMessage.parsed`).
 
 Offer/answer, decided per transaction, so crossing offers (glare) each keep their own
 answer [3264 §4]:
@@ -61,7 +60,6 @@ from typing import Any, ClassVar
 
 from consumers.dedup import LogicalMessage, sent_and_delivered
 from consumers.detectors.base import Detector, Output
-from consumers.detectors.wire import same_body
 from consumers.records import Severity
 from consumers.sip import SipMessage, codecs, effective_direction
 from consumers.sip.body import find_session_sdp
@@ -243,7 +241,7 @@ def copies(
     when the two carry the same body, which is all the SDP checks compare."""
     sent_obs, recv_obs = sent_and_delivered(lm, toward)
     sent = lm.parsed(sent_obs)
-    if recv_obs is sent_obs or same_body(sent_obs.payload, recv_obs.payload):
+    if recv_obs is sent_obs:
         return sent, sent
     recv = lm.parsed(recv_obs)
     return (sent, sent) if recv.body == sent.body else (sent, recv)

@@ -57,7 +57,6 @@ from typing import Any, ClassVar
 
 from consumers.dedup import LogicalMessage, sent_and_delivered
 from consumers.detectors.base import Detector, Output
-from consumers.detectors.wire import TIMER_HEADERS, same_header_lines
 from consumers.records import Severity
 from consumers.sip import Sdp, SessionExpires, SipMessage
 from consumers.tracking.model import CALLER, SIDE_NAMES, Call, Dialog, Transaction, other
@@ -73,15 +72,9 @@ MIN_INTERVAL_S = 90  # [RFC 4028 §4, §5]
 
 
 def hop_copies(lm: LogicalMessage) -> tuple[SipMessage, SipMessage]:
-    """(in-copy, out-copy): what the sender sent and what the proxy passed on; the in-copy
-    twice when the two carry the same Session-Expires, Min-SE, Supported and Require
-    lines, all that the session-timer checks read of them (the out-copy is then never
-    parsed)."""
+    """(in-copy, out-copy): what the sender sent and what the proxy passed on."""
     sent, delivered = sent_and_delivered(lm)
-    msg = lm.parsed(sent)
-    if delivered is sent or same_header_lines(sent.payload, delivered.payload, TIMER_HEADERS):
-        return msg, msg
-    return msg, lm.parsed(delivered)
+    return lm.parsed(sent), lm.parsed(delivered)
 
 
 def has_timer(tags: frozenset[str] | None) -> bool:
