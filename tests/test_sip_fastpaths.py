@@ -136,6 +136,25 @@ def test_c_split_name_table_follows_the_dict() -> None:
     assert split is not None and split[1] == {"via": ["SIP/2.0/UDP h"], "call-id": ["a"]}
 
 
+START_LINES = [
+    "SIP/2.0 200 OK", "sip/2.0 200 OK", "Sip/2.0 183 Session Progress", "SIP/2.0 200",
+    "SIP/2.0 200 ", "SIP/2.0 200  OK", "SIP/2.0  200 OK", "SIP/2.0 2000 x", "SIP/2.0 099 x",
+    "SIP/2.0 700 x", "SIP/2.0 699 x", "SIP/2.0 100 Trying", "SIP/2.0 20x OK", "SIP/2.00 200 OK",
+    "SIP/2.0 100\t", "SIP/2.0\t200 OK", "SIP/3.0 200 OK", "SIP/", "INVITE sip:a SIP/2.0",
+    "INVITE  sip:a SIP/2.0", "invite sip:a SIP/2.0", "FOO sip:a SIP/2.0", "INVITE <sip:a> SIP/2.0",
+    "INVITE sip:a sip/2.0", "INVITE sip:a SIP/2.0 ", " INVITE sip:a SIP/2.0", "INVITE sip:a",
+    "ACK sip:a;x SIP/2.0", "PUBLISH a\tb SIP/2.0", "INVITE sip:a SIP/2.0x", "BYE  SIP/2.0",
+]  # fmt: skip
+
+
+@needs_c
+def test_c_start_line_equals_python() -> None:
+    for line in START_LINES:
+        data = f"{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: a\r\n\r\n"
+        assert framing._split_headers(data.encode(), 0, framing._NAME_CACHE) is not None
+        _same(data.encode())
+
+
 @needs_c
 def test_c_split_samples_and_seeds() -> None:
     for data in SEEDS:

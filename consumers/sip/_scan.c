@@ -1,14 +1,16 @@
 /* consumers.sip._scan: the header split of `framing._parse`'s CRLF fast path, in C.
  *
- * split_headers(data: bytes, start: int, names: dict) -> (start_line, headers, body_start)
- *                                                         or None
+ * split_headers(data: bytes, start: int, names: dict)
+ *     -> (start_line, headers, body_start, parsed_line) or None
  *
  * Equal to the Python fast path (`framing._fast_headers` on the lines of
  * data[start:data.find(b"\r\n\r\n", start)], split on LF) whenever it returns a tuple:
  * start_line is the first line without its trailing CRs; headers maps the key that `names`
  * (framing's name cache: header name as written -> lower-cased full name) gives each name to
  * the list of values, each stripped of SP, HTAB and CR at both ends; body_start is the
- * offset after the blank line. It returns None, and the caller runs the Python parser, for
+ * offset after the blank line; parsed_line is what framing._start_line returns for a start
+ * line it finds nothing wrong with in the common shapes (plain_start_line), else None. It
+ * returns None, and the caller runs the Python parser, for
  * anything else: no CRLFCRLF, a byte >= 0x80 (the Python path decodes with surrogateescape),
  * an empty line, a line starting with SP/HTAB/CR (folding), a line without a colon, or a name
  * the cache does not hold yet. So it never has to judge syntax or report a reason.
@@ -76,6 +78,51 @@ static PyObject *known_name(PyObject *names, const char *p, Py_ssize_t n) {
     return key;
 }
 
+/* framing.COMMON_METHODS */
+static const char *const COMMON[] = {
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "SUBSCRIBE",
+    "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH", NULL,
+};
+
+/* framing._start_line of the ASCII line [p, p+n) when it finds nothing wrong and takes no
+ * liberty: "METHOD SP URI SP SIP/2.0" with a common method and a URI not in <>, or
+ * "SIP/2.0 SP ddd [SP phrase]" (any case in SIP/2.0) with 100 <= ddd <= 699. Returns the
+ * 7-tuple (is_request, is_response, method, ruri, version, status, phrase), Py_None for any
+ * other line (the Python code decides), or NULL on a Python error. */
+static PyObject *plain_start_line(const char *p, Py_ssize_t n) {
+    if (n >= 4 && (p[0] | 0x20) == 's' && (p[1] | 0x20) == 'i' && (p[2] | 0x20) == 'p' &&
+        p[3] == '/') {
+        if (n < 11 || p[7] != ' ' || memcmp(p + 4, "2.0", 3) != 0) return Py_NewRef(Py_None);
+        const char *c = p + 8;
+        Py_ssize_t rest = n - 8;
+        if (!(c[0] >= '0' && c[0] <= '9' && c[1] >= '0' && c[1] <= '9' && c[2] >= '0' &&
+              c[2] <= '9'))
+            return Py_NewRef(Py_None);
+        if (rest > 3 && c[3] != ' ') return Py_NewRef(Py_None);
+        long status = (c[0] - '0') * 100 + (c[1] - '0') * 10 + (c[2] - '0');
+        if (status < 100 || status > 699) return Py_NewRef(Py_None);
+        const char *phrase = rest > 3 ? c + 4 : c + 3;
+        return Py_BuildValue("(OOOOs#ls#)", Py_False, Py_True, Py_None, Py_None, p,
+                             (Py_ssize_t)7, status, phrase, (Py_ssize_t)(p + n - phrase));
+    }
+    const char *sp1 = memchr(p, ' ', (size_t)n);
+    if (sp1 == NULL) return Py_NewRef(Py_None);
+    const char *sp2 = memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1));
+    if (sp2 == NULL || sp2 == sp1 + 1 || sp1[1] == '<') return Py_NewRef(Py_None);
+    if (p + n - sp2 - 1 != 7 || memcmp(sp2 + 1, "SIP/2.0", 7) != 0) return Py_NewRef(Py_None);
+    Py_ssize_t mlen = sp1 - p;
+    int common = 0;
+    for (int i = 0; COMMON[i] != NULL; i++) {
+        if ((Py_ssize_t)strlen(COMMON[i]) == mlen && memcmp(COMMON[i], p, (size_t)mlen) == 0) {
+            common = 1;
+            break;
+        }
+    }
+    if (!common) return Py_NewRef(Py_None);
+    return Py_BuildValue("(OOs#s#s#OO)", Py_True, Py_False, p, mlen, sp1 + 1,
+                         (Py_ssize_t)(sp2 - sp1 - 1), sp2 + 1, (Py_ssize_t)7, Py_None, Py_None);
+}
+
 static PyObject *split_headers(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t start;
@@ -83,7 +130,7 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nO!", &buf, &start, &PyDict_Type, &names)) return NULL;
     const char *data = (const char *)buf.buf;
     Py_ssize_t size = buf.len;
-    PyObject *result = NULL, *headers = NULL, *start_line = NULL;
+    PyObject *result = NULL, *headers = NULL, *start_line = NULL, *parsed_line = NULL;
     if (start < 0 || start > size) goto none;
 
     /* end of the header block: the first CRLFCRLF at or after start */
@@ -114,6 +161,8 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
             while (e > line && e[-1] == '\r') e--;
             start_line = PyUnicode_DecodeASCII(line, e - line, NULL);
             if (start_line == NULL) goto error;
+            parsed_line = plain_start_line(line, e - line);
+            if (parsed_line == NULL) goto error;
             first = 0;
         } else {
             if (line == line_end || line[0] == ' ' || line[0] == '\t' || line[0] == '\r')
@@ -154,7 +203,7 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
         if (nl == NULL) break;
         line = nl + 1;
     }
-    result = Py_BuildValue("(OOn)", start_line, headers, end + 4);
+    result = Py_BuildValue("(OOnO)", start_line, headers, end + 4, parsed_line);
     goto done;
 none:
     result = Py_NewRef(Py_None);
@@ -164,6 +213,7 @@ error:
 done:
     Py_XDECREF(headers);
     Py_XDECREF(start_line);
+    Py_XDECREF(parsed_line);
     PyBuffer_Release(&buf);
     return result;
 }
@@ -351,7 +401,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"split_headers", split_headers, METH_VARARGS,
-     "split_headers(data, start, names) -> (start_line, headers, body_start) or None"},
+     "split_headers(data, start, names) -> (start_line, headers, body_start, parsed_line) or None"},
     {"key_fields", key_fields, METH_O,
      "key_fields(data) -> (method, status, call_id, cseq, tag, to, bottom) or None"},
     {NULL, NULL, 0, NULL},

@@ -18,8 +18,9 @@ without the SP before an empty Reason-Phrase ("SIP/2.0 100").
 
 Header text is decoded as UTF-8 with surrogateescape: never strict, and reversible.
 
-The CRLF fast path runs in C (`_scan.split_headers`) when the extension is built; it hands
-anything unusual back to the Python code here, which stays the reference.
+The CRLF fast path runs in C (`_scan.split_headers`, which also reads a start line of the
+common shapes) when the extension is built; it hands anything unusual back to the Python
+code here, which stays the reference.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def _parse(data: bytes) -> SipMessage:
     reasons: list[str] = []
     headers: dict[str, list[str]] | None = None
     split = _split_headers(data, start, _NAME_CACHE) if _split_headers is not None else None
+    parsed_line: _StartLine | None = None
     if split is not None:  # the same fast path in C, for ASCII headers with known names
-        start_line, headers, body_start = split
+        start_line, headers, body_start, parsed_line = split
     else:
         end = data.find(b"\r\n\r\n", start)
         if end >= 0:
@@ -101,12 +103,12 @@ def _parse(data: bytes) -> SipMessage:
             lines, body_start = _exact_lines(data, start, size, reasons)
             headers = _headers(lines, reasons)
         start_line = lines[0].rstrip("\r")
-    line_reasons: list[str] = []
-    is_request, is_response, method, ruri, version, status, phrase = _start_line(
-        start_line, line_reasons
-    )
-    if line_reasons:
-        reasons[:0] = line_reasons  # report in message order: start line first
+    if parsed_line is None:
+        line_reasons: list[str] = []
+        parsed_line = _start_line(start_line, line_reasons)
+        if line_reasons:
+            reasons[:0] = line_reasons  # report in message order: start line first
+    is_request, is_response, method, ruri, version, status, phrase = parsed_line
 
     content_length: int | None = None
     trailing = 0
