@@ -55,6 +55,9 @@ ATTEMPT = "attempt"
 ESTABLISHED = "established"
 ENDED = "ended"
 LIVE_STATES = (DialogState.MORATORIUM, DialogState.ESTABLISHED, DialogState.MORTAL)
+# Members read per message, as module constants (an enum class attribute is a slow lookup).
+_PRE, _EARLY, _TERMINATED = DialogState.PRE, DialogState.EARLY, DialogState.TERMINATED
+_STATE_TEXT = {state: state.value for state in DialogState}
 
 
 @dataclass(slots=True)
@@ -113,7 +116,7 @@ class Event:
         self.tx: Transaction | None = None
         self.retransmission = False
         self.proxy_generated = lm.origin == ORIGIN_PROXY
-        self.state_before = DialogState.PRE
+        self.state_before = _PRE
         self.new_dialog = False
         self.unknown_dialog = False  # in-dialog request whose To-tag matches no dialog
         self.ack_for: Transaction | None = None  # ACK: the INVITE it acknowledges
@@ -203,21 +206,24 @@ class Tracker:
         from_tag = msg.from_tag or ""
         to_tag = msg.to_tag or ""
         call = self.calls.get(call_id)  # type: ignore[assignment]
-        if type(call) is bytes:
-            call = self._thaw(call_id, call)
-        elif call is None:
-            call = Call(call_id, lm.first.node, lm.first.capture_id, from_tag, t)
+        if call is None:
+            first = lm.observations[0]
+            call = Call(call_id, first.node, first.capture_id, from_tag, t)
             self.calls[call_id] = call
-        call.last_ts = max(call.last_ts, t)
+        elif type(call) is bytes:
+            call = self._thaw(call_id, call)
+        if t > call.last_ts:
+            call.last_ts = t
         if msg.is_request:
             ev = self._request(lm, msg, call, cseq.number, cseq.method, from_tag, to_tag, t, t_out)
         else:
             ev = self._response(lm, msg, call, cseq.number, cseq.method, from_tag, to_tag, t, t_out)
         self._correlation(call, msg, lm)
-        if ev.dialog is not None:
-            ev.dialog.last_ts = max(ev.dialog.last_ts, t)
-        lm.state_at = ev.state_before.value
-        lm.direction = ev.direction
+        dialog = ev.dialog
+        if dialog is not None and t > dialog.last_ts:
+            dialog.last_ts = t
+        lm.state_at = _STATE_TEXT[ev.state_before]
+        lm.direction = DIRECTIONS[ev.side]
         lm.retransmission = ev.retransmission
         lm.sdp_role = ev.sdp_role
         self._classify(call)
@@ -351,7 +357,7 @@ class Tracker:
             call.caller_tag = from_tag  # the first message seen was not from the caller
         if initial and from_tag == call.caller_tag:
             call.owner_known = True
-        side = call.side_of_tag(from_tag)
+        side = CALLER if from_tag == call.caller_tag else CALLEE
         ev = Event(lm, t, t_out, call, side)
         callee_tag = to_tag if side == CALLER else from_tag
         dialog = call.dialogs.get(callee_tag) if to_tag else None
@@ -365,11 +371,13 @@ class Tracker:
                 dialog.confirmed_ts = t
                 call.dialogs[callee_tag] = dialog
                 ev.new_dialog = True
-        ev.dialog = dialog
-        ev.state_before = dialog.state if dialog is not None else DialogState.PRE
-        if dialog is not None and dialog.ua[side] == "":
-            dialog.ua[side] = msg.user_agent or ""
-        self._remember_side(call, side, msg, lm)
+        if dialog is not None:
+            ev.dialog = dialog
+            ev.state_before = dialog.state
+            if dialog.ua[side] == "":
+                dialog.ua[side] = msg.user_agent or ""
+        if not (call.ua[side] and call.addr[side]):
+            self._remember_side(call, side, msg, lm)
 
         if method == "ACK":
             self._ack(ev, call, dialog, from_tag, num, t)
@@ -469,8 +477,8 @@ class Tracker:
         t: int,
         t_out: int,
     ) -> Event:
-        req_side = call.side_of_tag(from_tag)
-        side = other(req_side)
+        req_side = CALLER if from_tag == call.caller_tag else CALLEE
+        side = 1 - req_side
         ev = Event(lm, t, t_out, call, side)
         status = msg.status_code or 0
         key = (from_tag, num, cseq_method)
@@ -484,15 +492,17 @@ class Tracker:
         ev.tx = tx
         callee_tag = to_tag if req_side == CALLER else from_tag
         dialog = call.dialogs.get(callee_tag) if callee_tag else None
-        ev.state_before = dialog.state if dialog is not None else DialogState.PRE
-        self._remember_side(call, side, msg, lm)
+        if dialog is not None:
+            ev.state_before = dialog.state
+        if not (call.ua[side] and call.addr[side]):
+            self._remember_side(call, side, msg, lm)
 
         if tx.initial and to_tag and 101 <= status < 300:
             if dialog is None:
                 dialog = Dialog(call, callee_tag, tx.request_ts or t)
                 call.dialogs[callee_tag] = dialog
                 ev.new_dialog = True
-                ev.state_before = DialogState.PRE
+                ev.state_before = _PRE
                 if tx.offer_in == "request":
                     dialog.offer = tx
             if status < 200:
@@ -557,13 +567,15 @@ class Tracker:
 
     def _initial_failed(self, call: Call, t: int) -> None:
         for dialog in call.dialogs.values():
-            if dialog.state in (DialogState.PRE, DialogState.EARLY):
+            if dialog.state in (_PRE, _EARLY):
                 dialog.state = next_state(dialog.state, DialogEvent.FAILURE)
                 dialog.end_ts = t
 
     # -- offer/answer ----------------------------------------------------------------------
 
     def _offer_answer(self, ev: Event, dialog: Dialog | None, tx: Transaction) -> None:
+        if not ev.msg.body:
+            return  # most messages: no session description to look for
         sdp = session_sdp(ev.msg)
         if sdp is None:
             return
@@ -665,23 +677,16 @@ class Tracker:
     # -- eviction classes ------------------------------------------------------------------
 
     def _classify(self, call: Call) -> None:
-        dialogs = call.dialogs.values()
-        if (dialogs and all(d.state == DialogState.TERMINATED for d in dialogs)) or (
-            not dialogs and call.initial is not None and call.initial.final_status >= 300
-        ):
-            klass = ENDED
-        elif any(d.state in LIVE_STATES for d in dialogs):
-            klass = ESTABLISHED
-        else:
-            klass = ATTEMPT
-        if klass == ENDED and call.klass != ENDED:
-            call.end_ts = call.last_ts
-        if call.klass and call.klass != klass:
-            self._classes[call.klass].pop(call.call_id, None)
+        klass = _klass(call)
+        if klass != call.klass:
+            if klass == ENDED:
+                call.end_ts = call.last_ts
+            if call.klass:
+                self._classes[call.klass].pop(call.call_id, None)
+            call.klass = klass
         calls = self._classes[klass]
         calls[call.call_id] = call
         calls.move_to_end(call.call_id)
-        call.klass = klass
 
     def _remove(self, call: Call, reason: str) -> None:
         self.calls.pop(call.call_id, None)
@@ -690,6 +695,23 @@ class Tracker:
         call.ext = call.ext or {}
         call.ext["removed"] = reason
         self.removed[reason] = self.removed.get(reason, 0) + 1
+
+
+def _klass(call: Call) -> str:
+    """The eviction class: ended when every dialog is terminated (or the attempt failed
+    without one), established while any dialog is live, else an attempt."""
+    dialogs = call.dialogs
+    if not dialogs:
+        initial = call.initial
+        return ENDED if initial is not None and initial.final_status >= 300 else ATTEMPT
+    all_terminated = True
+    for dialog in dialogs.values():
+        state = dialog.state
+        if state in LIVE_STATES:
+            return ESTABLISHED
+        if state != _TERMINATED:
+            all_terminated = False
+    return ENDED if all_terminated else ATTEMPT
 
 
 def _reliable(msg: SipMessage) -> bool:
