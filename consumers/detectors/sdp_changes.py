@@ -9,7 +9,8 @@ out-copy toward it, which rtpengine or SBC functions may have rewritten, so comp
 on one side of the proxy: a UA's successive SDPs with each other, an answer with its offer
 as the answerer received it (C.11 trap). `LogicalMessage.msg` is whichever copy was captured
 first, so `copies()` picks them with `dedup.sent_and_delivered` (by hop, else by addresses
-and Via depth); each copy is parsed once per message (`LogicalMessage.parsed`).
+and Via depth); each copy is parsed once per message (`LogicalMessage.parsed`), and the
+receiver's copy only of offers, the one thing read of it.
 
 Offer/answer, decided per transaction, so crossing offers (glare) each keep their own
 answer [3264 §4]:
@@ -58,8 +59,9 @@ import hashlib
 from sys import intern
 from typing import Any, ClassVar
 
-from consumers.dedup import LogicalMessage, sent_and_delivered
+from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
+from consumers.detectors.hops import sent_and_delivered
 from consumers.records import Severity
 from consumers.sip import SipMessage, codecs, effective_direction
 from consumers.sip.body import find_session_sdp
@@ -161,7 +163,9 @@ class PendingOffer:
         self.ref = ref
         self.in_response = in_response
         self.answered = False
-        self.early: tuple[SdpFacts, SdpFacts, str] | None = None  # unreliable 1xx preview
+        # An unreliable 1xx preview: (answer, None, evidence id); the None is the place of
+        # the answer as received, which no rule reads.
+        self.early: tuple[SdpFacts, SdpFacts | None, str] | None = None
         self.before: SdpFacts | None = None  # the offerer's committed SDP when offering
         self.legacy = 0  # the offerer's c=0.0.0.0 hold mask once committed
 
@@ -194,11 +198,15 @@ class SdpChange:
         "violations",
     )
 
-    def __init__(self, role: str, side: int, facts: SdpFacts, received: SdpFacts) -> None:
+    def __init__(
+        self, role: str, side: int, facts: SdpFacts, received: SdpFacts | None = None
+    ) -> None:
         self.role = role  # offer, answer, early_answer (unreliable 1xx), repeat
         self.side = side
         self.facts = facts  # as the sender sent it
-        self.received = received  # as the receiver got it
+        # As the receiver got it: offers only (answers are compared with the offer as their
+        # sender received it, never with how the offerer got them).
+        self.received = received
         self.before: SdpFacts | None = None  # the sender's committed SDP before this message
         self.changes: tuple[tuple[str, int], ...] = ()  # (event, m= index) vs `before`
         self.offer: PendingOffer | None = None  # answers: the offer they answer
@@ -398,8 +406,8 @@ def observe(ev: Event) -> SdpChange | None:
         else:
             if not pend.answered and pend.early is not None and change is None:
                 # The 2xx without SDP confirms the answer previewed in an unreliable 1xx.
-                early, early_recv, ref = pend.early
-                change = SdpChange("answer", other(pend.side), early, early_recv)
+                early, _, ref = pend.early
+                change = SdpChange("answer", other(pend.side), early)
                 _commit(led, pend, change, ref)
             if pend.answered or not pend.in_response:
                 led.drop(pend)
@@ -409,13 +417,15 @@ def observe(ev: Event) -> SdpChange | None:
     return change
 
 
-def _sdp_pair(ev: Event, toward: tuple[str, int] | None = None) -> tuple[SdpFacts, SdpFacts] | None:
-    sent_msg, recv_msg = copies(ev.lm, toward)
-    facts = facts_of(sent_msg) or facts_of(ev.msg)
-    if facts is None:
-        return None
-    received = facts if recv_msg is sent_msg else (facts_of(recv_msg) or facts)
-    return facts, received
+def _sent_facts(ev: Event) -> SdpFacts | None:
+    """The SDP of the event's message as its sender sent it."""
+    return facts_of(sent_message(ev.lm)) or facts_of(ev.msg)
+
+
+def _received(lm: LogicalMessage, sent: SdpFacts) -> SdpFacts:
+    """An offer as its answerer got it: the proxy's out-copy, when its body differs."""
+    sent_msg, recv_msg = copies(lm)
+    return sent if recv_msg is sent_msg else (facts_of(recv_msg) or sent)
 
 
 def _offer_of(led: SdpLedger, tx: Transaction, toward: tuple[str, int]) -> PendingOffer | None:
@@ -440,16 +450,15 @@ def _apply(led: SdpLedger, ev: Event) -> SdpChange | None:
     assert tx is not None
     side = ev.side
     if msg.is_request:
-        pair = _sdp_pair(ev)
-        if pair is None:
+        facts = _sent_facts(ev)
+        if facts is None:
             return None
-        facts, received = pair
         method = msg.method
         if method == "ACK":
             pend = led.find(tx)
             if pend is not None and pend.in_response and not pend.answered and pend.side != side:
-                return _answer(led, ev, pend, facts, received)
-            return _repeat(led, ev, facts, received)
+                return _answer(led, ev, pend, facts)
+            return _repeat(led, ev, facts)
         if method == "PRACK":
             pend = next(
                 (
@@ -460,29 +469,28 @@ def _apply(led: SdpLedger, ev: Event) -> SdpChange | None:
                 None,
             )
             if pend is not None:
-                return _answer(led, ev, pend, facts, received)
-        return _offer(led, ev, tx, facts, received, in_response=False)
+                return _answer(led, ev, pend, facts)
+        return _offer(led, ev, tx, facts, in_response=False)
     # A response: its sender answers the request's offer, makes a late offer, or repeats.
     pend = led.find(tx)
     if pend is None and tx.offer_in == "request":
         pend = _offer_of(led, tx, _sender_addr(ev.lm))
-    pair = _sdp_pair(ev)
-    if pair is None:
+    facts = _sent_facts(ev)
+    if facts is None:
         return None
-    facts, received = pair
     if pend is None and tx.offer_in == "request":
-        return _repeat(led, ev, facts, received)  # the offer was not captured: no judgement
+        return _repeat(led, ev, facts)  # the offer was not captured: no judgement
     if pend is None:
-        return _offer(led, ev, tx, facts, received, in_response=True)
+        return _offer(led, ev, tx, facts, in_response=True)
     if pend.in_response or pend.side == side or pend.answered:
-        return _repeat(led, ev, facts, received)
+        return _repeat(led, ev, facts)
     if ev.status < 200 and not reliable_1xx(msg):
-        pend.early = (facts, received, ev.lm.ref)
-        ch = SdpChange("early_answer", side, facts, received)
+        pend.early = (facts, None, ev.lm.ref)
+        ch = SdpChange("early_answer", side, facts)
         ch.offer = pend
         _answer_checks(led, ch, pend, ev.lm.ref)
         return ch
-    return _answer(led, ev, pend, facts, received)
+    return _answer(led, ev, pend, facts)
 
 
 def _sender_addr(lm: LogicalMessage) -> tuple[str, int]:
@@ -494,10 +502,10 @@ def _offer(
     ev: Event,
     tx: Transaction,
     facts: SdpFacts,
-    received: SdpFacts,
     in_response: bool,
 ) -> SdpChange:
     side = ev.side
+    received = _received(ev.lm, facts)
     ch = SdpChange("offer", side, facts, received)
     before = led.committed[side]
     ch.before = before
@@ -557,19 +565,17 @@ def _offer(
     return ch
 
 
-def _answer(
-    led: SdpLedger, ev: Event, pend: PendingOffer, facts: SdpFacts, received: SdpFacts
-) -> SdpChange:
-    ch = SdpChange("answer", ev.side, facts, received)
+def _answer(led: SdpLedger, ev: Event, pend: PendingOffer, facts: SdpFacts) -> SdpChange:
+    ch = SdpChange("answer", ev.side, facts)
     if pend.early is None or pend.early[0].digest != facts.digest:
         _answer_checks(led, ch, pend, ev.lm.ref)  # a preview already checked is not again
     _commit(led, pend, ch, ev.lm.ref)
     return ch
 
 
-def _repeat(led: SdpLedger, ev: Event, facts: SdpFacts, received: SdpFacts) -> SdpChange:
+def _repeat(led: SdpLedger, ev: Event, facts: SdpFacts) -> SdpChange:
     side = ev.side
-    ch = SdpChange("repeat", side, facts, received)
+    ch = SdpChange("repeat", side, facts)
     ch.before = led.committed[side]
     ch.changes = diff(ch.before, facts, led.legacy[side])
     _own_checks(led, ch, ev.lm.ref)

@@ -55,8 +55,9 @@ from __future__ import annotations
 import zlib
 from typing import Any, ClassVar
 
-from consumers.dedup import LogicalMessage, sent_and_delivered
+from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
+from consumers.detectors.hops import sent_and_delivered
 from consumers.records import Severity
 from consumers.sip import Sdp, SessionExpires, SipMessage
 from consumers.tracking.model import CALLER, SIDE_NAMES, Call, Dialog, Transaction, other
