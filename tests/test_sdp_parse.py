@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sipsamples import sdp
@@ -211,3 +212,16 @@ def test_shuffled_lines_never_raise(lines: list[str], eol: str) -> None:
     for m in s.media:
         effective_direction(m)
         codecs(m)
+
+
+def test_rtpmap_and_connection_parsed_once_per_text_and_shared() -> None:
+    first, second = parse_sdp(OFFER.encode()), parse_sdp(OFFER.encode())
+    assert first.media[0].rtpmap["97"] is second.media[0].rtpmap["97"]
+    assert first.connection is second.connection
+    with pytest.raises(AttributeError):  # frozen: a shared value cannot be changed
+        first.media[0].rtpmap["97"].clock_rate = 8000  # type: ignore[misc]
+    bad = "v=0\r\no=- 1 1 IN IP4 a\r\ns=-\r\nc=IN IP4 a\r\nt=0 0\r\nm=audio 1 RTP/AVP 96\r\n"
+    bad += "a=rtpmap:96 AMR\r\nc=IN IP4\r\n"
+    for _ in range(2):  # the remembered failure is reported again
+        reasons = parse_sdp(bad.encode()).malformed_reasons
+        assert SdpMalformed.BAD_RTPMAP in reasons and SdpMalformed.BAD_CONNECTION in reasons

@@ -9,16 +9,20 @@ hold (c= address 0.0.0.0, RFC 3264 §8.4). Other lines are kept as attributes or
 
 `parse_sdp` never raises: problems go to `malformed_reasons` (codes in `reasons.py`).
 Lines may end in CRLF or bare LF; bytes that are not UTF-8 survive as surrogate escapes.
+rtpmap and c= values repeat from call to call: parsed once per text (`sip.memo`), into
+frozen objects that every description holding them shares.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from consumers.sip.memo import remember, table
 from consumers.sip.reasons import SdpMalformed
 
 DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
 _LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
+_UNSET = object()
 
 # Static RTP payload types [RFC 3551 §6, tables 4 and 5].
 STATIC_PAYLOAD_TYPES: dict[str, str] = {
@@ -59,7 +63,7 @@ class Origin:
     address: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Connection:
     net_type: str
     addr_type: str
@@ -67,7 +71,7 @@ class Connection:
     raw: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class RtpMap:
     payload_type: str
     encoding: str
@@ -131,6 +135,10 @@ class Sdp:
         return bool(self.malformed_reasons)
 
 
+_RTPMAPS: dict[str, RtpMap | None] = table()
+_CONNECTIONS: dict[str, Connection | None] = table()
+
+
 def effective_direction(media: Media) -> str:
     """Media-level direction, else session-level, else sendrecv [RFC 4566 §6]."""
     return media.direction or media.session_direction or "sendrecv"
@@ -166,13 +174,17 @@ def _parse(body: bytes) -> Sdp:
     if "\r" in text:
         text = text.replace("\r\n", "\n")  # lines end in CRLF or LF
     lines = text.split("\n")
-    first = next((line for line in lines if line), None)
+    first = lines[0] or next((line for line in lines if line), None)
     if first is None:
         _add(reasons, SdpMalformed.EMPTY)
         return sdp
     if first != "v=0":
         _add(reasons, SdpMalformed.BAD_VERSION)
     media: Media | None = None
+    # the attributes, rtpmap and bandwidth of the current level (session, then each m=)
+    attributes = sdp.attributes
+    rtpmap: dict[str, RtpMap] = {}
+    bandwidth = sdp.bandwidth
     for line in lines:
         if not line:
             continue
@@ -180,29 +192,38 @@ def _parse(body: bytes) -> Sdp:
         if line[1:2] != "=" or kind not in _LINE_TYPES:
             _add(reasons, SdpMalformed.BAD_LINE)
             continue
-        value = line[2:]
         if kind == "a":
-            name, colon, attr_value = value.partition(":")
+            name, colon, attr_value = line[2:].partition(":")
             if media is None:
                 if not colon and name in DIRECTIONS:
                     sdp.direction = name
-                sdp.attributes.append((name, attr_value if colon else None))
+                attributes.append((name, attr_value if colon else None))
             elif colon:
-                media.attributes.append((name, attr_value))
+                attributes.append((name, attr_value))
                 if name == "rtpmap":
-                    _add_rtpmap(media, attr_value, reasons)
+                    entry = _RTPMAPS.get(attr_value, _UNSET)
+                    if entry is _UNSET:
+                        entry = remember(_RTPMAPS, attr_value, _parse_rtpmap(attr_value))
+                    if entry is None:
+                        _add(reasons, SdpMalformed.BAD_RTPMAP)
+                    elif entry.payload_type not in rtpmap:
+                        rtpmap[entry.payload_type] = entry
                 elif name == "fmtp" or name == "ptime" or name == "maxptime":
                     _media_value_attribute(media, name, attr_value, reasons)
             else:
-                media.attributes.append((name, None))
+                attributes.append((name, None))
                 if name in DIRECTIONS:
                     media.direction = name
         elif kind == "m":
-            media = _parse_media(value, reasons)
+            media = _parse_media(line[2:], reasons)
             media.session_direction = sdp.direction
             sdp.media.append(media)
+            attributes, rtpmap, bandwidth = media.attributes, media.rtpmap, media.bandwidth
         elif kind == "c":
-            conn = _parse_connection(value)
+            value = line[2:]
+            conn = _CONNECTIONS.get(value, _UNSET)
+            if conn is _UNSET:
+                conn = remember(_CONNECTIONS, value, _parse_connection(value))
             if conn is None:
                 _add(reasons, SdpMalformed.BAD_CONNECTION)
             elif media is None:
@@ -210,20 +231,20 @@ def _parse(body: bytes) -> Sdp:
             else:
                 media.connection = conn
         elif kind == "b":
-            bw_type, _, bw_value = value.partition(":")
-            (sdp.bandwidth if media is None else media.bandwidth)[bw_type] = bw_value
+            bw_type, _, bw_value = line[2:].partition(":")
+            bandwidth[bw_type] = bw_value
         elif media is not None:
             continue  # i=, k= at media level: not needed
         elif kind == "o":
-            sdp.origin = _parse_origin(value)
+            sdp.origin = _parse_origin(line[2:])
             if sdp.origin is None:
                 _add(reasons, SdpMalformed.BAD_ORIGIN)
         elif kind == "s":
-            sdp.session_name = value
+            sdp.session_name = line[2:]
         elif kind == "t":
-            sdp.timing.append(value)
+            sdp.timing.append(line[2:])
         elif kind == "v":
-            sdp.version = _small_int(value, 2**31)
+            sdp.version = _small_int(line[2:], 2**31)
     if sdp.origin is None and SdpMalformed.BAD_ORIGIN not in reasons:
         _add(reasons, SdpMalformed.MISSING_ORIGIN)
     if sdp.session_name is None:
@@ -285,14 +306,6 @@ def _small_int(text: str, limit: int, digits: int = 10) -> int | None:
         return None
     value = int(text)
     return value if value <= limit else None
-
-
-def _add_rtpmap(media: Media, value: str, reasons: list[str]) -> None:
-    entry = _parse_rtpmap(value)
-    if entry is None:
-        _add(reasons, SdpMalformed.BAD_RTPMAP)
-    elif entry.payload_type not in media.rtpmap:
-        media.rtpmap[entry.payload_type] = entry
 
 
 def _media_value_attribute(media: Media, name: str, value: str, reasons: list[str]) -> None:
