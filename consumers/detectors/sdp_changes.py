@@ -304,10 +304,22 @@ def facts_of(msg: SipMessage) -> SdpFacts | None:
         tuple(addrs),
     )
     f.codecs, f.formats, f.pts = shared(tuple(cods)), shared(tuple(fmts)), shared(tuple(pts))
-    lines = (line.strip() for line in raw.replace(b"\r", b"").split(b"\n"))
-    norm = b"\n".join(line for line in lines if line and not line.startswith(b"o="))
-    f.digest = int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "big")
+    f.digest = _digest(raw)
     return f
+
+
+def _digest(raw: bytes) -> int:
+    """Hash of the description's lines, stripped, without empty lines and o= lines."""
+    norm = b"\n".join(filter(None, map(bytes.strip, raw.replace(b"\r", b"").split(b"\n"))))
+    while norm.startswith(b"o="):
+        end = norm.find(b"\n")
+        norm = norm[end + 1 :] if end >= 0 else b""
+    cut = norm.find(b"\no=")
+    while cut >= 0:
+        end = norm.find(b"\n", cut + 1)
+        norm = norm[:cut] + norm[end:] if end >= 0 else norm[:cut]
+        cut = norm.find(b"\no=", cut)
+    return int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "big")
 
 
 def diff(
