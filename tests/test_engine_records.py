@@ -178,3 +178,38 @@ def test_dialog_record_fields_of_a_call_ended_by_the_callee():
         icid="",
         correlation_id=f"corr-{invite.ref}",
     )
+
+
+def test_dialog_record_correlation_keys_from_the_first_message_that_has_them():
+    f = Flow("rec-2@test")
+    inv = f.request("A", "INVITE", in_dialog=False, body=sdp())
+    f.wait(0.05)
+    local, remote = "ab30317f1a784dc48ff824d0d3715d86", "47755a9de7794ba387653f2099600ef2"
+    f.response(inv, 180, headers=[f"Session-ID: {remote};remote={local}"])
+    f.wait(0.5)
+    f.response(
+        inv,
+        200,
+        body=sdp(addr="10.0.0.3"),
+        headers=[
+            "P-Charging-Vector: icid-value=1234bc9876e;icid-generated-at=192.0.6.8",
+            "Session-ID: 00000000000000000000000000000000;remote=ffffffffffffffffffffffffffffffff",
+            "X-CID: leg-a@x",
+        ],
+    )
+    inv.to_tag = "b1"
+    f.wait(0.05)
+    f.ack(inv, headers=["X-CID: other@x", "P-Charging-Vector: icid-value=zzz"])
+    ringing = 2  # the 180's first copy: the first HEP correlation id the call gets
+    f.obs = [
+        dataclasses.replace(o, correlation_id="hep-corr" if n == ringing else "")
+        for n, o in enumerate(f.obs)
+    ]
+    records = f.engine_records(Engine(EngineConfig(), detectors=[]))
+    (dialog,) = [r for r in records if isinstance(r, DialogRecord)]
+    assert (dialog.session_id_pair, dialog.icid, dialog.x_cid, dialog.correlation_id) == (
+        f"{remote},{local}" if remote < local else f"{local},{remote}",
+        "1234bc9876e",
+        "leg-a@x",
+        "hep-corr",
+    )

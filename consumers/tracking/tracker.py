@@ -644,19 +644,21 @@ class Tracker:
             call.addr[side] = lm.first.src_ip
 
     def _correlation(self, call: Call, msg: SipMessage, lm: LogicalMessage) -> None:
-        if not call.x_cid:
+        # Most messages carry none of these headers: test the (normalised) names first.
+        headers = msg.headers
+        if not call.x_cid and "x-cid" in headers:
             call.x_cid = msg.x_cid or ""
-        if not call.session_id_pair:
+        if not call.session_id_pair and "session-id" in headers:
             sid = msg.session_id
             if sid is not None:
                 pair = sorted(u for u in (sid.local, sid.remote) if u and set(u) != {"0"})
                 call.session_id_pair = ",".join(pair)
-        if not call.icid:
+        if not call.icid and "p-charging-vector" in headers:
             pcv = msg.p_charging_vector
             if pcv is not None and pcv.icid_value:
                 call.icid = pcv.icid_value
         if not call.correlation_id:
-            call.correlation_id = lm.first.correlation_id
+            call.correlation_id = lm.observations[0].correlation_id
 
     def _record_routed(self, call: Call, msg: SipMessage) -> bool | None:
         rr = msg.record_route
@@ -677,16 +679,18 @@ class Tracker:
     # -- eviction classes ------------------------------------------------------------------
 
     def _classify(self, call: Call) -> None:
+        """Put the call last (latest activity) in its eviction class."""
         klass = _klass(call)
-        if klass != call.klass:
-            if klass == ENDED:
-                call.end_ts = call.last_ts
-            if call.klass:
-                self._classes[call.klass].pop(call.call_id, None)
-            call.klass = klass
         calls = self._classes[klass]
+        if klass == call.klass:  # the usual case: it is in `calls` already
+            calls.move_to_end(call.call_id)
+            return
+        if klass == ENDED:
+            call.end_ts = call.last_ts
+        if call.klass:
+            self._classes[call.klass].pop(call.call_id, None)
+        call.klass = klass
         calls[call.call_id] = call
-        calls.move_to_end(call.call_id)
 
     def _remove(self, call: Call, reason: str) -> None:
         self.calls.pop(call.call_id, None)
