@@ -430,3 +430,20 @@ def test_glare_offers_keep_their_own_answers():
     f.response(rb, 200, body=a_sdp(3, codecs=("18",)))  # A accepts B's offer after all
     f.ack(rb)
     assert _names(f) == []
+
+
+def test_digest_ignores_the_origin_line_and_whitespace_only() -> None:
+    from consumers.detectors.sdp_changes import _digest
+
+    base = b"v=0\r\no=a 1 1 IN IP4 x\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
+    same = [
+        base.replace(b"o=a 1 1", b"o=a 1 2"),  # another version
+        base.replace(b"\r\n", b"\n"),
+        base.replace(b"s=-\r\n", b"  s=- \t\r\n\r\n"),
+        base.replace(b"o=a 1 1 IN IP4 x\r\n", b""),
+        b"o=z 9 9 IN IP4 y\r\n" + base + b"o=again\r\n",
+    ]
+    for other in same:
+        assert _digest(other) == _digest(base), other
+    for other in (base.replace(b"1.2.3.4", b"1.2.3.5"), base + b"a=sendonly\r\n", b""):
+        assert _digest(other) != _digest(base), other

@@ -430,3 +430,25 @@ def test_capture_ending_before_the_resync_window_claims_nothing():
     _executed_then_error(f)
     f.wait(5)
     assert _names(f) == ["error_after_executed_change"]
+
+
+def test_contact_key_by_the_contact_text() -> None:
+    from consumers.detectors.session_changes import contact_key
+    from consumers.sip import parse_message
+
+    def msg(*contacts: str) -> bytes:
+        head = "".join(f"Contact: {c}\r\n" for c in contacts)
+        return (
+            "BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: 1\r\n"
+            f"CSeq: 2 BYE\r\n{head}Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    first = contact_key(parse_message(msg("<sip:alice@Host.example:5070;transport=udp>")))
+    again = contact_key(parse_message(msg("<sip:alice@Host.example:5070;transport=udp>")))
+    assert first is not None and first == again
+    assert first[1] == "sip:alice@host.example:5070"
+    assert contact_key(parse_message(msg("<sips:bob@h>")))[1] == "sips:bob@h:5061"  # type: ignore[index]
+    two = contact_key(parse_message(msg("<sip:x@a>", "<sip:y@b>")))
+    assert two is not None and two[1] == "sip:x@a:5060"
+    assert contact_key(parse_message(msg())) is None
+    assert contact_key(parse_message(msg("*"))) is None

@@ -56,6 +56,7 @@ Direction is the media-level attribute over the session-level one [RFC 4566 §6]
 from __future__ import annotations
 
 import hashlib
+from operator import itemgetter
 from sys import intern
 from typing import Any, ClassVar
 
@@ -76,6 +77,7 @@ HELD_DIRS = frozenset({"sendonly", "inactive"})
 # Formats that ride along with the voice/video codec and never are "the" codec.
 AUX_CODECS = frozenset({"TELEPHONE-EVENT", "CN", "RED", "ULPFEC", "RTX", "FLEXFEC", "FEC"})
 PRECONDITION_ATTRS = frozenset({"curr", "des", "conf"})  # RFC 3312 §5
+_name = itemgetter(0)  # of an (attribute name, value) pair
 MAX_PENDING = 4
 # C.10 intent precedence: the first event found names the transaction.
 INTENT_ORDER = (
@@ -227,7 +229,10 @@ class SdpLedger:
         self.negotiated: tuple[tuple[str, frozenset[str]] | None, ...] | None = None
 
     def find(self, tx: Transaction | None) -> PendingOffer | None:
-        return next((p for p in self.pending if p.tx is tx), None)
+        for p in self.pending:
+            if p.tx is tx:
+                return p
+        return None
 
     def add(self, pend: PendingOffer) -> None:
         self.pending = [p for p in self.pending if p.tx is not pend.tx]
@@ -281,20 +286,16 @@ def facts_of(msg: SipMessage) -> SdpFacts | None:
         ports.append(m.port)
         conn = m.effective_connection
         addrs.append(conn.address if conn is not None else "")
-        cods.append(shared(tuple(intern(c.upper()) for c in codecs(m))))
-        fmts.append(shared(tuple(intern(x) for x in m.formats)))
-        pts.append(
-            shared(
-                tuple(
-                    sorted(
-                        (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
-                        for pt, rm in m.rtpmap.items()
-                        if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
-                    )
-                )
-            )
-        )
-        if not f.preconditions and any(a in PRECONDITION_ATTRS for a, _ in m.attributes):
+        cods.append(shared(tuple(map(intern, map(str.upper, codecs(m))))))
+        fmts.append(shared(tuple(map(intern, m.formats))))
+        dynamic = [
+            (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
+            for pt, rm in m.rtpmap.items()
+            if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
+        ]
+        dynamic.sort()
+        pts.append(shared(tuple(dynamic)))
+        if not f.preconditions and not PRECONDITION_ATTRS.isdisjoint(map(_name, m.attributes)):
             f.preconditions = True
     # Names repeat across calls and so do these tuples: one shared object each.
     f.kinds, f.directions, f.ports, f.addresses = (

@@ -64,6 +64,7 @@ from consumers.detectors.sdp_changes import (
 )
 from consumers.records import SessionChangeRecord, Severity, record_id
 from consumers.sip import SipMessage
+from consumers.sip.memo import remember, table
 from consumers.tracking.model import CALLEE, CALLER, DIRECTIONS, Call, Dialog, Transaction, other
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
@@ -95,12 +96,31 @@ def status_class(status: int) -> str:
     return STATUS_CLASSES.get(status) or f"other_{status // 100}xx"
 
 
+_CONTACT_KEYS: dict[str, tuple[int, str]] = table()
+
+
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest())
 
 
 def contact_key(msg: SipMessage) -> tuple[int, str] | None:
-    """(stable hash, text) of the first Contact URI: scheme, user, host, port [3261 §19.1.4]."""
+    """(stable hash, text) of the first Contact URI: scheme, user, host, port [3261 §19.1.4].
+
+    A UA writes the same Contact in every request and 2xx of a dialog, and often in every
+    call: remembered per header text (`sip.memo`)."""
+    values = msg.headers.get("contact")
+    if not values:
+        return None
+    text = values[0] if len(values) == 1 else "\n".join(values)
+    found = _CONTACT_KEYS.get(text)
+    if found is None:
+        found = _contact_key(msg)
+        if found is not None:
+            remember(_CONTACT_KEYS, text, found)
+    return found
+
+
+def _contact_key(msg: SipMessage) -> tuple[int, str] | None:
     contacts = msg.contact
     if not contacts:
         return None

@@ -167,7 +167,8 @@ class UpdateSupportDetector(Detector):
         cseq = msg.cseq
         what = (msg.method or "") if msg.is_request else f"{ev.status} {ev.method}"
         source = sys.intern(f"{what} {cseq.number if cseq else 0}")
-        raw = sys.intern(", ".join(msg.header("allow")))
+        values = msg.headers["allow"]  # present: msg.allow is not None
+        raw = sys.intern(values[0] if len(values) == 1 else ", ".join(values))
         if "UPDATE" in allow:
             fact: AllowFact = (HAS_UPDATE, raw, source, ev.lm.ref, False)
         else:

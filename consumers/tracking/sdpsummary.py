@@ -52,14 +52,18 @@ def session_sdp(msg: SipMessage) -> SdpSummary | None:
 
 def summarize(sdp: Sdp) -> SdpSummary:
     origin = sdp.origin
-    media = sdp.media
+    directions, ports, addresses, names = [], [], [], []
+    for m in sdp.media:
+        directions.append(intern(effective_direction(m)))
+        ports.append(m.port)
+        conn = m.effective_connection
+        addresses.append(conn.address if conn is not None else "")
+        names.append(shared(tuple(map(intern, codecs(m)))))
     return SdpSummary(
         origin=(intern(origin.username), origin.session_id) if origin else None,
         version=origin.version if origin else None,
-        directions=shared(tuple(intern(effective_direction(m)) for m in media)),
-        ports=tuple(m.port for m in media),
-        addresses=tuple(
-            (m.effective_connection.address if m.effective_connection else "") for m in media
-        ),
-        codecs=shared(tuple(shared(tuple(intern(c) for c in codecs(m))) for m in media)),
+        directions=shared(tuple(directions)),
+        ports=tuple(ports),
+        addresses=tuple(addresses),
+        codecs=shared(tuple(names)),
     )
