@@ -568,3 +568,12 @@ def test_timer_state_survives_an_engine_checkpoint():
     records += eng.flush()
     names = sorted(r.anomaly for r in records if r.kind == "anomaly")
     assert names == ["refresh_missed", "reinvite_refresh_preferred_update"]
+
+
+def test_out_copy_left_unparsed_only_without_session_expires() -> None:
+    from consumers.detectors.session_timer import _no_session_expires
+
+    head = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\n"
+    assert _no_session_expires(head + b"Require: timer\r\n\r\n")
+    for line in (b"Session-Expires: 90", b"SESSION-EXPIRES :90", b"x: 90", b"X\t: 90"):
+        assert not _no_session_expires(head + line + b"\r\n\r\n"), line

@@ -78,6 +78,23 @@ def hop_copies(lm: LogicalMessage) -> tuple[SipMessage, SipMessage]:
     return lm.parsed(sent), lm.parsed(delivered)
 
 
+def timer_copies(lm: LogicalMessage) -> tuple[SipMessage, SipMessage | None]:
+    """`hop_copies`, except that an out-copy that cannot carry Session-Expires is not parsed
+    but None: its other headers matter only beside a Session-Expires."""
+    sent, delivered = sent_and_delivered(lm)
+    if delivered is not sent and _no_session_expires(delivered.payload):
+        return lm.parsed(sent), None
+    return lm.parsed(sent), lm.parsed(delivered)
+
+
+def _no_session_expires(payload: bytes) -> bool:
+    """No header line of these bytes is Session-Expires: neither the name nor a line starting
+    with its compact form x appears in them (names are ASCII, case-insensitive, never after
+    whitespace at a line start [RFC 3261 §7.3.1, §7.3.3])."""
+    low = payload.lower()
+    return b"session-expires" not in low and b"\nx" not in low
+
+
 def has_timer(tags: frozenset[str] | None) -> bool:
     return tags is not None and "timer" in tags
 
@@ -272,7 +289,7 @@ class SessionTimerDetector(Detector):
     def _request(self, ev: Event, out: Output) -> None:
         if ev.proxy_generated:
             return
-        req_in, req_out = hop_copies(ev.lm)
+        req_in, req_out = timer_copies(ev.lm)
         self._request_headers(ev, out, req_in, req_out)
         dialog, tx = ev.dialog, ev.tx
         if dialog is None or tx is None or tx.initial or ev.msg.method != "INVITE":
@@ -315,8 +332,9 @@ class SessionTimerDetector(Detector):
             )
 
     def _request_headers(
-        self, ev: Event, out: Output, req_in: SipMessage, req_out: SipMessage
+        self, ev: Event, out: Output, req_in: SipMessage, req_out: SipMessage | None
     ) -> None:
+        """`req_out` None: the proxy's copy has no Session-Expires, so nothing to compare."""
         side = ev.side
         se, min_se = req_in.session_expires, req_in.min_se
         if se is not None and se.delta < MIN_INTERVAL_S:
@@ -325,7 +343,7 @@ class SessionTimerDetector(Detector):
             self._violation(ev, out, "min_se_below_90", Severity.MEDIUM, side)
         if se is not None and min_se is not None and se.delta < min_se:
             self._violation(ev, out, "session_expires_below_min_se", Severity.MEDIUM, side)
-        if req_out is req_in:
+        if req_out is req_in or req_out is None:
             return
         se_out = req_out.session_expires
         before = se.refresher if se is not None else None
@@ -392,12 +410,13 @@ class SessionTimerDetector(Detector):
         if tx is None or dialog is None:
             return
         uac, uas = tx.side, ev.side
-        rsp_in, rsp_out = hop_copies(ev.lm)
+        rsp_in, rsp_out = timer_copies(ev.lm)
         req_in: SipMessage | None = None
         req_out: SipMessage | None = None
         if tx.request is not None:
             req_in, req_out = hop_copies(tx.request)
-        se_in, se_out = rsp_in.session_expires, rsp_out.session_expires
+        se_in = rsp_in.session_expires
+        se_out = rsp_out.session_expires if rsp_out is not None else None
         self._response_headers(ev, out, rsp_in, rsp_out, req_in, req_out)
         if tx.method == "UPDATE" and tx.state_at_send in (DialogState.PRE, DialogState.EARLY):
             return  # not a refresh of a confirmed session
@@ -452,6 +471,8 @@ class SessionTimerDetector(Detector):
         st.base_cseq = tx.cseq
         st.method = tx.method
         st.supported_timer = req_in is not None and has_timer(req_in.supported)
+        if rsp_out is None:
+            rsp_out = hop_copies(ev.lm)[1]
         st.require_timer = has_timer(rsp_out.require)
         st.t_refresh = 0 if tx.initial else req_ts
         st.done = False
@@ -511,14 +532,16 @@ class SessionTimerDetector(Detector):
         ev: Event,
         out: Output,
         rsp_in: SipMessage,
-        rsp_out: SipMessage,
+        rsp_out: SipMessage | None,
         req_in: SipMessage | None,
         req_out: SipMessage | None,
     ) -> None:
+        """`rsp_out` None: the proxy passed on a copy without Session-Expires."""
         if ev.proxy_generated:
             return
         uas = ev.side
-        se_in, se_out = rsp_in.session_expires, rsp_out.session_expires
+        se_in = rsp_in.session_expires
+        se_out = rsp_out.session_expires if rsp_out is not None else None
         se_req = req_out.session_expires if req_out is not None else None
         uac_timer = req_out is not None and has_timer(req_out.supported)
         if se_in is not None:
@@ -543,6 +566,7 @@ class SessionTimerDetector(Detector):
         if se_in is None and se_out is not None:
             # Inserted on the way: legal as refresher=uac with Require: timer toward a UAC
             # that supports timers [§8.2].
+            assert rsp_out is not None  # it carries Session-Expires
             uac_supports = req_in is not None and has_timer(req_in.supported)
             if se_out.refresher != "uac":
                 kind = "refresher_added_by_proxy"
