@@ -193,6 +193,10 @@ class ConsumerService:
                     self._feed(self.workers[partition], observations)
                 if not self.pause.active:
                     self._idle_advance(now)
+                    self.legs.publish_marks(
+                        ((w.topic, p, w.engine.processed_until) for p, w in self.workers.items()),
+                        now,
+                    )
                     if self._flush_due():
                         self._flush()
                 if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:

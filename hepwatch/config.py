@@ -142,6 +142,11 @@ class ConsumerConfig(_Section):
     legs_topic: str = ""
     legs_partitions: int = Field(0, ge=0)
     legs_stage: bool = True
+    # Each partition engine sends a stream mark (how far it has processed) to every legs
+    # partition at most this often; the legs stage decides by the lowest mark, and stops
+    # waiting for a HEP partition whose mark has not risen for legs_stall_s.
+    legs_mark_interval_s: float = Field(1.0, gt=0)
+    legs_stall_s: float = Field(120.0, gt=0)
 
     @field_validator("sink")
     @classmethod

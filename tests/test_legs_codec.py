@@ -115,5 +115,5 @@ def test_repeat_window_is_bounded():
     for r in legs:
         state.feed(r)
     assert len(state.seen) <= 3 and state.stats.ids_evicted > 0
-    state.advance_to(state.now + 2_000_000)
+    state.advance_to(max(r.detected_at_us for r in legs) + 2_000_000)
     assert not state.seen

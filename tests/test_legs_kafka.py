@@ -28,6 +28,9 @@ from kafka_broker import TansuBroker, free_port
 from sipflow import T0, Flow
 from test_consume_clickhouse import chdb_query
 from test_legs import C12, B2bua, _relay_update_as, _x_cid
+from test_legs_marks import leg_streams, split_at, update_time
+
+from consumers.legs.codec import StreamMark, encode, encode_mark, partition_key
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +173,38 @@ def test_c12_once_across_consumer_crashes(broker, tmp_path):
     time.sleep(5)  # every replayed fact is through both stages again
     c3.stop()
     _check_once(_records(out), topic)
+
+
+def test_legs_stage_waits_for_a_lagging_hep_partition(broker, tmp_path):
+    """Facts and stream marks as two first-stage partitions send them, partition 1 stuck
+    after the call's setup (its consumer died): `legs` must not decide the A-leg's UPDATE
+    until partition 1's facts come, however long the legs topic stays quiet."""
+    topic = f"legs-lag-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, partitions=2)
+    broker.create_topic(f"{topic}.legs", partitions=1)
+    a_items, b_items = leg_streams()
+    b_setup, b_rest = split_at(b_items, update_time(a_items) - 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+
+    def send(items) -> None:
+        for item in items:
+            if isinstance(item, StreamMark):
+                p.produce(f"{topic}.legs", value=encode_mark(item), partition=0)
+            else:
+                p.produce(f"{topic}.legs", value=encode(item), key=partition_key(item).encode())
+        assert p.flush(15) == 0
+
+    send(b_setup + a_items)
+    stage = ConsumerProc(broker, topic, "g-" + topic, tmp_path)
+    stage.args[1] = "legs"
+    stage.start()
+    out = tmp_path / "out"
+    _wait(out, lambda rows: bool(_c12(rows)), timeout=6)
+    assert _c12(_records(out)) == [], "decided while partition 1 was behind"
+    send(b_rest)
+    rows = _wait(out, lambda rows: bool(_c12(rows)), timeout=30)
+    stage.stop()
+    assert [a["anomaly"] for a in _c12(rows)] == ["update_to_reinvite"], stage.log()
 
 
 # -- ClickHouse (chDB) -------------------------------------------------------------------------

@@ -9,6 +9,16 @@ request fact is about half the size of the full record. `decode` checks the vers
 field names and each field's type, and raises `LegCodecError` with a short reason (the stage
 counts rejections by reason), so a foreign or damaged message is refused, never half-read.
 
+Stream marks. Beside the facts, each first-stage partition engine publishes a `StreamMark`
+to every legs partition: `{"v": 1, "mark": {"topic", "partition", "partitions", "until_us"}}`,
+"HEP partition `partition` (of `partitions`) of `topic` has processed everything captured up
+to `until_us`". It is produced after the facts it covers, by the same idempotent producer, so
+a legs partition that reads a mark has read every fact that engine published before it. The
+second stage moves its stream time to the lowest mark of all HEP partitions
+(`consumers.legs.partition`), so a HEP partition that lags (its consumer died and the group
+has not yet moved it) holds decisions back instead of letting another partition's facts or
+the wall clock decide that a relay is absent.
+
 Key (PROTOCOL.md B.13; DESIGN "Consumers": a second keyed stage). The legs that must meet
 must land in one partition, but each leg has to choose its key alone, from its own keys:
 
@@ -31,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from consumers.records import LegRecord
@@ -78,6 +89,51 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class StreamMark:
+    """HEP partition `partition` of `topic` (`partitions` in all) is done up to `until_us`."""
+
+    topic: str
+    partition: int
+    partitions: int
+    until_us: int
+
+    @property
+    def source(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+
+def encode_mark(mark: StreamMark) -> bytes:
+    body = {
+        "topic": mark.topic,
+        "partition": mark.partition,
+        "partitions": mark.partitions,
+        "until_us": mark.until_us,
+    }
+    return json.dumps({"v": VERSION, "mark": body}, separators=(",", ":")).encode()
+
+
+def _decode_mark(body: object) -> StreamMark:
+    if not isinstance(body, dict) or body.keys() != {
+        "topic",
+        "partition",
+        "partitions",
+        "until_us",
+    }:
+        raise LegCodecError("bad_mark", "fields")
+    topic, partition, partitions, until = (
+        body["topic"],
+        body["partition"],
+        body["partitions"],
+        body["until_us"],
+    )
+    if not isinstance(topic, str) or not all(_is_int(v) for v in (partition, partitions, until)):
+        raise LegCodecError("bad_mark", "types")
+    if not 0 <= partition < partitions:
+        raise LegCodecError("bad_mark", f"partition {partition} of {partitions}")
+    return StreamMark(topic, partition, partitions, until)
+
+
 def encode(rec: LegRecord) -> bytes:
     out: dict[str, Any] = {"v": VERSION}
     for f in _FIELDS:
@@ -88,7 +144,7 @@ def encode(rec: LegRecord) -> bytes:
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def decode(data: bytes | None) -> LegRecord:
+def decode(data: bytes | None) -> LegRecord | StreamMark:
     if not data:
         raise LegCodecError("empty")
     try:
@@ -100,6 +156,10 @@ def decode(data: bytes | None) -> LegRecord:
     version = obj.pop("v", None)
     if version != VERSION:
         raise LegCodecError("version", repr(version))
+    if "mark" in obj:
+        if len(obj) != 1:
+            raise LegCodecError("bad_mark", "extra fields")
+        return _decode_mark(obj["mark"])
     unknown = obj.keys() - _CHECK.keys()
     if unknown:
         raise LegCodecError("unknown_field", ",".join(sorted(unknown)))
@@ -122,4 +182,12 @@ def partition_key(rec: LegRecord) -> str:
     return f"c:{rec.call_id}"
 
 
-__all__ = ["VERSION", "LegCodecError", "decode", "encode", "partition_key"]
+__all__ = [
+    "VERSION",
+    "LegCodecError",
+    "StreamMark",
+    "decode",
+    "encode",
+    "encode_mark",
+    "partition_key",
+]

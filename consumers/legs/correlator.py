@@ -210,10 +210,17 @@ class _Ev:
 
 
 class LegCorrelator:
-    def __init__(self, config: LegCorrelatorConfig | None = None) -> None:
+    follow_facts = True  # instance attribute; this default serves pickles made before it
+
+    def __init__(
+        self, config: LegCorrelatorConfig | None = None, *, follow_facts: bool = True
+    ) -> None:
         self.config = config or LegCorrelatorConfig()
         self.stats = LegCorrelatorStats()
-        self.now = 0  # stream time: the newest emission time seen
+        # Stream time: the newest emission time seen, or with follow_facts False only what
+        # advance_to says (the Kafka stage moves it by the first stage's stream marks).
+        self.now = 0
+        self.follow_facts = follow_facts
         self.legs: OrderedDict[LegKey, _Leg] = OrderedDict()
         self.index: dict[str, list[LegKey]] = {}
         self._due: list[tuple[int, int, _Ev]] = []
@@ -225,7 +232,8 @@ class LegCorrelator:
 
     def feed(self, rec: LegRecord) -> list[AnomalyRecord]:
         self.stats.records += 1
-        self.now = max(self.now, rec.detected_at_us)
+        if self.follow_facts:
+            self.now = max(self.now, rec.detected_at_us)
         leg = self._leg_for(rec)
         if rec.fact == "request":
             self._on_request(leg, rec)

@@ -27,17 +27,22 @@ the first stage (one engine per HEP-topic partition) cannot see them together:
   is unavailable the stage pauses its partitions and retries, as consume does.
   Within `hepwatch consume` the stage has its own client; on a chDB directory the two
   clients share one process and `consumers.outputs` serialises their calls.
-  Stream time is the leg facts' detection time; a partition quiet for `idle_advance_s`
-  follows the wall clock `idle_advance_s` behind, as the first stage does, so decisions
-  still come (only once it has read everything available).
+  Stream time follows the first stage's stream marks: `LegPublisher.publish_marks` sends,
+  after the facts, how far each HEP partition's engine has processed, to every legs
+  partition, and `LegPartition` decides by the lowest mark, so a HEP partition that lags
+  (its consumer crashed and the group has not moved it yet) holds decisions back instead
+  of making a relay look absent. A HEP partition whose mark stops rising for
+  `legs_stall_s` is no longer waited for (logged, `hepwatch_legs_stalled_sources`). Only
+  when no mark moves at all does a partition quiet for `idle_advance_s` follow the wall
+  clock `idle_advance_s` behind (once it has read everything available).
 - `hepwatch consume` runs the stage in a thread of its own (`LegStageThread`) unless
   `consumer.legs_stage` is false (`--no-legs-stage`); `hepwatch legs` runs it alone
   (`run_legs_service`), which needs a ClickHouse server (`clickhouse:http(s)://...`) or
   `jsonl:DIR`: a chDB directory can be open in one process only, consume's.
 
-Limits: see `consumers.legs.codec` for which legs meet under the key. Decisions made when an
-idle partition followed the wall clock depend on when facts arrived, so a replay after a
-crash may decide a borderline case differently (as the first stage's wall-clock timers).
+Limits: see `consumers.legs.codec` for which legs meet under the key. Decisions made by the
+wall-clock fallback or after a partition stalled depend on when facts arrived, so a replay
+after a crash may decide such a case differently (as the first stage's wall-clock timers).
 A permanent delivery failure (not a broker outage, which is waited out) stops checkpoints of
 the first stage and is logged and counted: a restart replays from the last good one.
 """
@@ -48,7 +53,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +63,14 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
 from consumers.checkpoint import Checkpoint, CheckpointStore
-from consumers.legs.codec import LegCodecError, decode, encode, partition_key
+from consumers.legs.codec import (
+    LegCodecError,
+    StreamMark,
+    decode,
+    encode,
+    encode_mark,
+    partition_key,
+)
 from consumers.legs.partition import LegPartition
 from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
 from consumers.partition_progress import caught_up, report_lag
@@ -132,6 +144,9 @@ class LegPublisher:
         self.failures = Counter(
             p + "delivery_failures", "Leg facts Kafka refused for good", registry=registry
         )
+        self.marks_sent = Counter(
+            p + "marks", "Stream marks produced to the legs topic", registry=registry
+        )
         self.failed: str | None = None  # the first permanent delivery failure
         conf: dict[str, Any] = {
             **_client_conf(settings),
@@ -143,6 +158,10 @@ class LegPublisher:
             "logger": logging.getLogger("hepwatch.legs.kafka"),
         }
         self._producer = Producer(conf)
+        self._mark_interval = settings.consumer.legs_mark_interval_s
+        self._marked: dict[tuple[str, int], tuple[int, float]] = {}  # source -> (until, wall)
+        self._layout: tuple[int, int] | None = None  # (HEP partitions, legs partitions)
+        self._layout_at = float("-inf")
 
     def publish(self, records: list[Record]) -> int:
         n = 0
@@ -176,6 +195,61 @@ class LegPublisher:
                 self.failed = str(err)
             log.error("leg fact not delivered to %s: %s", self.topic, err)
 
+    def publish_marks(self, engines: Iterable[tuple[str, int, int]], wall_s: float) -> int:
+        """A `StreamMark` for each (topic, partition, processed-until) whose engine moved on
+        since its last mark, at most every `legs_mark_interval_s`, to every legs partition.
+        Called after the facts of that processing were produced (see `codec`). Returns the
+        number of messages produced (none while the topics' layout is unknown)."""
+        due = [
+            (topic, p, until)
+            for topic, p, until in engines
+            if until > (last := self._marked.get((topic, p), (-1, float("-inf"))))[0]
+            and wall_s - last[1] >= self._mark_interval
+        ]
+        if not due:
+            return 0
+        layout = self._topic_layout(wall_s)
+        if layout is None:
+            return 0
+        hep_partitions, legs_partitions = layout
+        n = 0
+        for topic, p, until in due:
+            if p >= hep_partitions:
+                self._layout_at = float("-inf")  # the HEP topic grew: look again next time
+                continue
+            value = encode_mark(StreamMark(topic, p, hep_partitions, until))
+            for legs_p in range(legs_partitions):
+                while True:
+                    try:
+                        self._producer.produce(
+                            self.topic, value=value, partition=legs_p, on_delivery=self._delivered
+                        )
+                        break
+                    except BufferError:
+                        self._producer.poll(0.1)
+                n += 1
+            self._marked[(topic, p)] = (until, wall_s)
+        self.marks_sent.inc(n)
+        self._producer.poll(0)
+        return n
+
+    def _topic_layout(self, wall_s: float) -> tuple[int, int] | None:
+        if self._layout is not None and wall_s - self._layout_at < 60.0:
+            return self._layout
+        try:
+            md = self._producer.list_topics(timeout=5.0)
+        except KafkaException as exc:
+            log.warning("stream marks: broker metadata unavailable: %s", exc)
+            return self._layout
+        hep = md.topics.get(self.settings.kafka.topic)
+        legs = md.topics.get(self.topic)
+        if hep is None or legs is None or hep.error is not None or legs.error is not None:
+            return self._layout
+        if hep.partitions and legs.partitions:
+            self._layout = (len(hep.partitions), len(legs.partitions))
+            self._layout_at = wall_s
+        return self._layout
+
     def flush(self, timeout: float = 10.0) -> bool:
         """True when every leg fact published so far is in Kafka: a checkpoint may follow."""
         if not self._topic_ready:
@@ -203,6 +277,12 @@ class LegStageMetrics:
             p + "rejected", "Legs-topic records refused, by reason", ["reason"], registry=registry
         )
         self.repeats = Counter(p + "repeats", "Leg facts seen before, dropped", registry=registry)
+        self.marks = Counter(p + "marks", "Stream marks of the first stage read", registry=registry)
+        self.stalled = Gauge(
+            p + "stalled_sources",
+            "HEP partitions whose stream marks stopped: no longer waited for",
+            registry=registry,
+        )
         self.anomalies = Counter(
             p + "anomalies", "Cross-leg anomalies, by type", ["anomaly"], registry=registry
         )
@@ -383,9 +463,12 @@ class LegStage:
         # Without a checkpoint, rows stored by an earlier run of this partition (a crash
         # before its first checkpoint) are all skipped when made again: resume from 0.
         self.output.open(topic, key, ckpt, 0)
+        stall_s = self.settings.consumer.legs_stall_s
         if ckpt is None:
-            return LegWorker(topic, partition, LegPartition(), key)
+            return LegWorker(topic, partition, LegPartition(stall_s=stall_s), key)
         assert isinstance(state, LegPartition)
+        state.stall_s = stall_s
+        state.restored(time.time())
         log.info(
             "legs partition %d: resumed at offset %d with %d legs",
             partition,
@@ -456,9 +539,12 @@ class LegStage:
             return
         self.metrics.consumed.inc()
         worker.next_offset = offset + 1
-        worker.last_wall = now
         try:
             rec = decode(msg.value())
+            if isinstance(rec, StreamMark):
+                self.metrics.marks.inc()
+                self._emit(worker, worker.state.mark(rec, now))
+                return
         except LegCodecError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             log.warning(
@@ -469,6 +555,7 @@ class LegStage:
                 exc_info=False,
             )
             return
+        worker.last_wall = now
         repeats = worker.state.stats.repeats
         self._emit(worker, worker.state.feed(rec))
         if worker.state.stats.repeats != repeats:
@@ -484,15 +571,42 @@ class LegStage:
             self.metrics.anomalies.labels(a.anomaly).inc()
 
     def _idle_advance(self, now: float) -> None:
-        """A quiet partition follows the wall clock, once it has read all there is: a
-        partition just assigned has received nothing yet because nothing was fetched, and
-        advancing it then would decide requests before their other leg is read."""
+        """Stream time follows the first stage's marks (`LegPartition`); a source that stops
+        is left out after `legs_stall_s`. Only when no source moves at all (the first stage
+        is gone, or never sent marks) does a quiet partition follow the wall clock, once it
+        has read all there is: a partition just assigned has received nothing yet because
+        nothing was fetched, and advancing it then would decide requests before their other
+        leg is read."""
         idle = self.settings.consumer.idle_advance_s
         target = int((now - idle) * 1e6)
+        stalled = 0
         for worker in self.workers.values():
-            quiet = now - worker.last_wall >= idle and target > worker.state.now
+            state = worker.state
+            before = set(state.stalled)
+            self._emit(worker, state.tick(now))
+            if set(state.stalled) != before:
+                self._log_stalls(worker, before)
+            stalled += len(state.stalled)
+            if state.moving(now):
+                continue
+            quiet = now - worker.last_wall >= idle and target > state.now
             if quiet and self._caught_up(worker):
-                self._emit(worker, worker.state.advance_to(target))
+                self._emit(worker, state.advance_to(target))
+        self.metrics.stalled.set(stalled)
+
+    def _log_stalls(self, worker: LegWorker, before: set[tuple[str, int]]) -> None:
+        now_stalled = set(worker.state.stalled)
+        for topic, p in sorted(now_stalled - before):
+            log.warning(
+                "legs partition %d: no stream mark from %s/%d for %.0f s; no longer waiting "
+                "for it (its leg facts, if any come, are late)",
+                worker.partition,
+                topic,
+                p,
+                worker.state.stall_s,
+            )
+        for topic, p in sorted(before - now_stalled):
+            log.info("legs partition %d: %s/%d moves again", worker.partition, topic, p)
 
     def _caught_up(self, worker: LegWorker) -> bool:
         return caught_up(self._consumer, worker)
