@@ -281,23 +281,33 @@ max_size_arg(PyObject *obj, long long *out)
     return 0;
 }
 
+/* The (data: bytes, max_size: int, ...) head shared by scan_v3 and decode_v3: checks the
+ * argument count and types; 0 with *data and *max_size set, -1 with an exception. */
+static int
+bytes_and_max_size(const char *name, PyObject *const *args, Py_ssize_t nargs,
+                   Py_ssize_t want, PyObject **data, long long *max_size)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", name,
+                     want, nargs);
+        return -1;
+    }
+    if (!PyBytes_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s() data must be bytes, not %.100s", name,
+                     Py_TYPE(args[0])->tp_name);
+        return -1;
+    }
+    *data = args[0];
+    return max_size_arg(args[1], max_size);
+}
+
 static PyObject *
 scan_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "scan_v3() takes 2 positional arguments (%zd given)",
-                     nargs);
-        return NULL;
-    }
-    PyObject *obj = args[0];
-    if (!PyBytes_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "scan_v3() data must be bytes, not %.100s",
-                     Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
+    PyObject *obj;
     long long max_size;
-    if (max_size_arg(args[1], &max_size) < 0)
+    if (bytes_and_max_size("scan_v3", args, nargs, 2, &obj, &max_size) < 0)
         return NULL;
 
     const u8 *d = (const u8 *)PyBytes_AS_STRING(obj);
@@ -360,19 +370,9 @@ static PyObject *
 decode_v3(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 3) {
-        PyErr_Format(PyExc_TypeError, "decode_v3() takes 3 positional arguments (%zd given)",
-                     nargs);
-        return NULL;
-    }
-    PyObject *obj = args[0];
-    if (!PyBytes_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "decode_v3() data must be bytes, not %.100s",
-                     Py_TYPE(obj)->tp_name);
-        return NULL;
-    }
+    PyObject *obj;
     long long max_size;
-    if (max_size_arg(args[1], &max_size) < 0)
+    if (bytes_and_max_size("decode_v3", args, nargs, 3, &obj, &max_size) < 0)
         return NULL;
     const u8 *d = (const u8 *)PyBytes_AS_STRING(obj);
     Py_ssize_t n = PyBytes_GET_SIZE(obj);
