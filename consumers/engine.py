@@ -187,12 +187,10 @@ class Engine:
             return
         if lm.first_ts > out.now_us:
             out.now_us = lm.first_ts
-        msg = lm.msg
-        if msg.is_request:
-            route = (True, msg.method or "", 0, ev.retransmission)
+        if ev.is_request:
+            route = (True, ev.method, 0, ev.retransmission)
         else:
-            cseq = msg.cseq
-            route = (False, cseq.method if cseq else "", msg.status_code or 0, ev.retransmission)
+            route = (False, ev.method, ev.status, ev.retransmission)
         detectors = self._routes.get(route)
         if detectors is None:
             detectors = self._route(route)

@@ -87,8 +87,11 @@ class Event:
     __slots__ = (
         "ack_for",
         "call",
+        "cseq",
         "dialog",
+        "is_request",
         "lm",
+        "method",
         "msg",
         "new_dialog",
         "offer_tx",
@@ -99,15 +102,31 @@ class Event:
         "sdp_role",
         "side",
         "state_before",
+        "status",
         "t",
         "t_out",
         "tx",
         "unknown_dialog",
     )
 
-    def __init__(self, lm: LogicalMessage, t: int, t_out: int, call: Call, side: int) -> None:
+    def __init__(
+        self,
+        lm: LogicalMessage,
+        t: int,
+        t_out: int,
+        call: Call,
+        side: int,
+        method: str,
+        cseq: int,
+        status: int,
+    ) -> None:
         self.lm = lm
         self.msg: SipMessage = lm.msg
+        # Read by several detectors per message: plain values, not derived on each read.
+        self.is_request: bool = self.msg.is_request
+        self.method = method  # the request method, or the CSeq method of a response
+        self.cseq = cseq  # CSeq number
+        self.status = status  # 0 for requests
         self.t = t  # when the sender sent it (in-copy time)
         self.t_out = t_out  # when the proxy passed it on (out-copy time)
         self.call = call
@@ -124,27 +143,6 @@ class Event:
         self.sdp_prev: SdpSummary | None = None  # the sender's last committed SDP
         self.sdp_role = ""  # offer, answer, repeat, ""
         self.offer_tx: Transaction | None = None  # answer: the transaction of the offer
-
-    @property
-    def is_request(self) -> bool:
-        return self.msg.is_request
-
-    @property
-    def method(self) -> str:
-        """The request method, or the CSeq method of a response."""
-        if self.msg.is_request:
-            return self.msg.method or ""
-        cseq = self.msg.cseq
-        return cseq.method if cseq else ""
-
-    @property
-    def status(self) -> int:
-        return self.msg.status_code or 0
-
-    @property
-    def cseq(self) -> int:
-        cseq = self.msg.cseq
-        return cseq.number if cseq else 0
 
     @property
     def direction(self) -> str:
@@ -358,7 +356,7 @@ class Tracker:
         if initial and from_tag == call.caller_tag:
             call.owner_known = True
         side = CALLER if from_tag == call.caller_tag else CALLEE
-        ev = Event(lm, t, t_out, call, side)
+        ev = Event(lm, t, t_out, call, side, method, num, 0)
         callee_tag = to_tag if side == CALLER else from_tag
         dialog = call.dialogs.get(callee_tag) if to_tag else None
         if to_tag and dialog is None:
@@ -479,8 +477,8 @@ class Tracker:
     ) -> Event:
         req_side = CALLER if from_tag == call.caller_tag else CALLEE
         side = 1 - req_side
-        ev = Event(lm, t, t_out, call, side)
         status = msg.status_code or 0
+        ev = Event(lm, t, t_out, call, side, cseq_method, num, status)
         key = (from_tag, num, cseq_method)
         tx = call.transactions.get(key)
         if tx is None:
