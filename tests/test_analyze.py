@@ -10,11 +10,13 @@ import re
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dpkt
 import pytest
+from capture_build import make_calls, write_capture
 from click.testing import CliRunner
 from hepbuild import hep3
 from sharedpath import shared_path
@@ -505,3 +507,44 @@ def test_shared_hep_vectors(tmp_path: Path) -> None:
     assert st["packets"] == st["hep"] == len(vectors)
     assert st["observations"] + hep_rejections == len(vectors)
     assert st["observations"] > 0 and result.engine.messages > 0
+
+
+def test_iso_time_equals_the_datetime_formula() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rng = random.Random(5)
+    values = [0, -1, 86_400_000_000 - 1, 86_400_000_000, 253_402_300_799_999_999]
+    values += [rng.randrange(-(10**16), 10**17) for _ in range(5000)]
+    for us in values:
+        want = (epoch + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert iso_time(us) == want, us
+    with pytest.raises(OverflowError):
+        iso_time(253_402_300_800_000_000)  # past 9999-12-31, as datetime says
+
+
+@dataclasses.dataclass
+class _Nested:
+    a: int
+    b: list[str]
+
+
+def test_json_records_equal_to_dict_with_iso_times(tmp_path: Path) -> None:
+    """The JSON form built without asdict's deep copy is `to_dict()` plus ISO twins, for
+    every record type `--json` prints; a nested dataclass in `fields` is still a dict."""
+    calls = make_calls(60, 3)
+    path = tmp_path / "calls.pcap"
+    write_capture(calls, path)
+    result = analyze(path)
+    records = [*result.dialogs, *result.session_changes, *result.anomalies]
+    assert {type(r) for r in records} == set(analyze_mod._PLAIN_TO_DICT)
+    odd = dataclasses.replace(
+        result.anomalies[0],
+        fields={"n": _Nested(1, ["x"]), "t": (1, 2), "deep": {"k": [_Nested(2, [])]}},
+        detected_at_us=-5,
+    )
+    records += [odd, *[r for r in result.records if type(r) not in analyze_mod._PLAIN_TO_DICT]]
+    want = [analyze_mod._with_iso(r.to_dict()) for r in records]
+    got = analyze_mod._json_records(records)
+    assert json.dumps(got) == json.dumps(want)
+    assert got[len(result.anomalies) + len(result.dialogs) + len(result.session_changes)]["fields"][
+        "n"
+    ] == {"a": 1, "b": ["x"]}
