@@ -15,8 +15,11 @@ Accessor conventions:
 Header values are text decoded as UTF-8 with surrogateescape: `value.encode("utf-8",
 "surrogateescape")` gives back the exact bytes (Call-ID is compared byte by byte, §20.8).
 
-Each accessor caches in its own slot, set to a sentinel at construction: cheaper than a
-descriptor call or a growing instance dict on the hot path. Each accessor catches its own
+The accessors the tracker and detectors read on nearly every message cache in their own
+slot, set to a sentinel at construction (cheaper than a descriptor call on the hot path). The
+rarely read ones (Via list, Contact, Route, the URI and name-addr parses, RFC 3262/3515/7989
+values, validation...) cache in one dict made on the first such read, so building a message
+does not pay for resetting two dozen slots it will never use. Each accessor catches its own
 failure (a parser bug), returns an empty value and reports `parser_error`, so a consumer is
 never taken down by one captured message.
 """
@@ -96,43 +99,20 @@ class SipMessage:
 
     __slots__ = (
         "_c_allow",
-        "_c_body_parts",
-        "_c_contact",
         "_c_content_disposition",
         "_c_content_type",
         "_c_cseq",
-        "_c_event",
-        "_c_expires",
-        "_c_from_",
         "_c_from_tag",
-        "_c_malformed_reasons",
-        "_c_max_forwards",
         "_c_min_se",
-        "_c_p_charging_vector",
-        "_c_proxy_require",
-        "_c_rack",
-        "_c_reason",
-        "_c_record_route",
-        "_c_refer_to",
-        "_c_replaces",
-        "_c_request_uri",
         "_c_require",
-        "_c_retry_after",
-        "_c_route",
-        "_c_rseq",
         "_c_sdp",
         "_c_session_expires",
-        "_c_session_id",
         "_c_supported",
-        "_c_to",
         "_c_to_tag",
-        "_c_top_via",
         "_c_top_via_branch",
-        "_c_unsupported",
-        "_c_vias",
-        "_c_warning",
         "_framing_reasons",
         "_parser_errors",
+        "_rare",
         "body",
         "content_length",
         "headers",
@@ -180,45 +160,19 @@ class SipMessage:
         self.trailing_bytes = trailing_bytes
         self._framing_reasons = framing_reasons
         self._parser_errors = 0
-        self._reset_caches()
-
-    def _reset_caches(self) -> None:
-        self._c_request_uri = _UNSET
-        self._c_cseq = _UNSET
-        self._c_from_ = _UNSET
-        self._c_to = _UNSET
-        self._c_from_tag = _UNSET
-        self._c_to_tag = _UNSET
-        self._c_vias = _UNSET
-        self._c_top_via = _UNSET
-        self._c_top_via_branch = _UNSET
-        self._c_contact = _UNSET
-        self._c_record_route = _UNSET
-        self._c_route = _UNSET
-        self._c_refer_to = _UNSET
-        self._c_max_forwards = _UNSET
-        self._c_expires = _UNSET
+        self._rare = None
         self._c_allow = _UNSET
-        self._c_supported = _UNSET
-        self._c_require = _UNSET
-        self._c_proxy_require = _UNSET
-        self._c_unsupported = _UNSET
-        self._c_session_expires = _UNSET
-        self._c_min_se = _UNSET
-        self._c_retry_after = _UNSET
-        self._c_rseq = _UNSET
-        self._c_rack = _UNSET
-        self._c_reason = _UNSET
-        self._c_warning = _UNSET
-        self._c_content_type = _UNSET
         self._c_content_disposition = _UNSET
-        self._c_body_parts = _UNSET
+        self._c_content_type = _UNSET
+        self._c_cseq = _UNSET
+        self._c_from_tag = _UNSET
+        self._c_min_se = _UNSET
+        self._c_require = _UNSET
         self._c_sdp = _UNSET
-        self._c_session_id = _UNSET
-        self._c_p_charging_vector = _UNSET
-        self._c_event = _UNSET
-        self._c_replaces = _UNSET
-        self._c_malformed_reasons = _UNSET
+        self._c_session_expires = _UNSET
+        self._c_supported = _UNSET
+        self._c_to_tag = _UNSET
+        self._c_top_via_branch = _UNSET
 
     def __reduce__(self) -> tuple[object, tuple[bytes]]:
         # Pickled as its bytes: the parse is deterministic, and the caches hold a
@@ -254,7 +208,7 @@ class SipMessage:
     def malformed_reasons(self) -> list[str]:
         """Every problem found, each reason code once, in the order found. The first read
         runs the full validation (every accessor plus the grammar checks); then cached."""
-        value = self._c_malformed_reasons
+        value = self._rare_value("malformed_reasons")
         if value is _UNSET:
             from consumers.sip.validation import validate
 
@@ -264,7 +218,7 @@ class SipMessage:
                 value = [*self._framing_reasons, self._failed(Malformed.PARSER_ERROR)]
             if self._parser_errors and Malformed.PARSER_ERROR not in value:
                 value.append(Malformed.PARSER_ERROR)
-            self._c_malformed_reasons = value
+            self._keep("malformed_reasons", value)
         return value
 
     @property
@@ -326,13 +280,13 @@ class SipMessage:
     @property
     def request_uri(self) -> Uri | None:
         """The Request-URI taken apart (requests only)."""
-        value = self._c_request_uri
+        value = self._rare_value("request_uri")
         if value is _UNSET:
             try:
                 value = None if self.request_uri_text is None else parse_uri(self.request_uri_text)
             except Exception:
                 value = self._failed(None)
-            self._c_request_uri = value
+            self._keep("request_uri", value)
         return value
 
     @property
@@ -351,27 +305,27 @@ class SipMessage:
     @property
     def from_(self) -> NameAddr | None:
         """From: display name, URI, tag, params."""
-        value = self._c_from_
+        value = self._rare_value("from_")
         if value is _UNSET:
             try:
                 values = self.headers.get("from")
                 value = parse_name_addr(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_from_ = value
+            self._keep("from_", value)
         return value
 
     @property
     def to(self) -> NameAddr | None:
         """To: display name, URI, tag, params."""
-        value = self._c_to
+        value = self._rare_value("to")
         if value is _UNSET:
             try:
                 values = self.headers.get("to")
                 value = parse_name_addr(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_to = value
+            self._keep("to", value)
         return value
 
     @property
@@ -401,25 +355,25 @@ class SipMessage:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, top first (repeated lines and comma-joined values)."""
-        value = self._c_vias
+        value = self._rare_value("vias")
         if value is _UNSET:
             try:
                 value = parse_via_values(self.headers.get("via", []))
             except Exception:
                 value = self._failed([])
-            self._c_vias = value
+            self._keep("vias", value)
         return value
 
     @property
     def top_via(self) -> Via | None:
         """The first Via value only (the others are not parsed)."""
-        value = self._c_top_via
+        value = self._rare_value("top_via")
         if value is _UNSET:
             try:
                 value = self._top_via()
             except Exception:
                 value = self._failed(None)
-            self._c_top_via = value
+            self._keep("top_via", value)
         return value
 
     @property
@@ -438,56 +392,56 @@ class SipMessage:
     def contact(self) -> list[NameAddr]:
         """Contact values with their params (expires, q...). The wildcard "*" is reported
         by `contact_wildcard`, not here."""
-        value = self._c_contact
+        value = self._rare_value("contact")
         if value is _UNSET:
             try:
                 value = self._name_addrs("contact")
             except Exception:
                 value = self._failed([])
-            self._c_contact = value
+            self._keep("contact", value)
         return value
 
     @property
     def record_route(self) -> list[NameAddr]:
         """Record-Route entries, top first; `entry.lr` tells loose routing."""
-        value = self._c_record_route
+        value = self._rare_value("record_route")
         if value is _UNSET:
             try:
                 value = self._name_addrs("record-route")
             except Exception:
                 value = self._failed([])
-            self._c_record_route = value
+            self._keep("record_route", value)
         return value
 
     @property
     def route(self) -> list[NameAddr]:
         """Route entries, top first."""
-        value = self._c_route
+        value = self._rare_value("route")
         if value is _UNSET:
             try:
                 value = self._name_addrs("route")
             except Exception:
                 value = self._failed([])
-            self._c_route = value
+            self._keep("route", value)
         return value
 
     @property
     def refer_to(self) -> NameAddr | None:
         """Refer-To (RFC 3515)."""
-        value = self._c_refer_to
+        value = self._rare_value("refer_to")
         if value is _UNSET:
             try:
                 values = self.headers.get("refer-to")
                 value = parse_name_addr(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_refer_to = value
+            self._keep("refer_to", value)
         return value
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards, 0..255."""
-        value = self._c_max_forwards
+        value = self._rare_value("max_forwards")
         if value is _UNSET:
             try:
                 values = self.headers.get("max-forwards")
@@ -500,20 +454,20 @@ class SipMessage:
                     value = None
             except Exception:
                 value = self._failed(None)
-            self._c_max_forwards = value
+            self._keep("max_forwards", value)
         return value
 
     @property
     def expires(self) -> int | None:
         """Expires header, seconds."""
-        value = self._c_expires
+        value = self._rare_value("expires")
         if value is _UNSET:
             try:
                 values = self.headers.get("expires")
                 value = parse_delta(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_expires = value
+            self._keep("expires", value)
         return value
 
     @property
@@ -556,25 +510,25 @@ class SipMessage:
     @property
     def proxy_require(self) -> frozenset[str] | None:
         """Option tags, lower-cased; None when the header is absent."""
-        value = self._c_proxy_require
+        value = self._rare_value("proxy_require")
         if value is _UNSET:
             try:
                 value = self._tokens("proxy-require", True)
             except Exception:
                 value = self._failed(None)
-            self._c_proxy_require = value
+            self._keep("proxy_require", value)
         return value
 
     @property
     def unsupported(self) -> frozenset[str] | None:
         """Option tags, lower-cased; None when the header is absent."""
-        value = self._c_unsupported
+        value = self._rare_value("unsupported")
         if value is _UNSET:
             try:
                 value = self._tokens("unsupported", True)
             except Exception:
                 value = self._failed(None)
-            self._c_unsupported = value
+            self._keep("unsupported", value)
         return value
 
     @property
@@ -618,64 +572,64 @@ class SipMessage:
     @property
     def retry_after(self) -> RetryAfter | None:
         """Retry-After seconds, comment and duration (RFC 3261 §20.33)."""
-        value = self._c_retry_after
+        value = self._rare_value("retry_after")
         if value is _UNSET:
             try:
                 values = self.headers.get("retry-after")
                 value = parse_retry_after(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_retry_after = value
+            self._keep("retry_after", value)
         return value
 
     @property
     def rseq(self) -> int | None:
         """RSeq of a reliable provisional (RFC 3262 §7.1)."""
-        value = self._c_rseq
+        value = self._rare_value("rseq")
         if value is _UNSET:
             try:
                 values = self.headers.get("rseq")
                 value = parse_rseq(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_rseq = value
+            self._keep("rseq", value)
         return value
 
     @property
     def rack(self) -> RAck | None:
         """RAck of a PRACK: RSeq, CSeq number, method (RFC 3262 §7.2)."""
-        value = self._c_rack
+        value = self._rare_value("rack")
         if value is _UNSET:
             try:
                 values = self.headers.get("rack")
                 value = parse_rack(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_rack = value
+            self._keep("rack", value)
         return value
 
     @property
     def reason(self) -> list[ReasonValue]:
         """Reason values (RFC 3326); the header may repeat."""
-        value = self._c_reason
+        value = self._rare_value("reason")
         if value is _UNSET:
             try:
                 value = parse_reasons(self.headers.get("reason", []))
             except Exception:
                 value = self._failed([])
-            self._c_reason = value
+            self._keep("reason", value)
         return value
 
     @property
     def warning(self) -> list[WarningValue]:
         """Warning values that have a 3-digit code."""
-        value = self._c_warning
+        value = self._rare_value("warning")
         if value is _UNSET:
             try:
                 value = parse_warnings(self.headers.get("warning", []))
             except Exception:
                 value = self._failed([])
-            self._c_warning = value
+            self._keep("warning", value)
         return value
 
     @property
@@ -719,13 +673,13 @@ class SipMessage:
     @property
     def body_parts(self) -> list[BodyPart]:
         """Parts of a multipart/* body; [] for any other body."""
-        value = self._c_body_parts
+        value = self._rare_value("body_parts")
         if value is _UNSET:
             try:
                 value = self._body_parts()
             except Exception:
                 value = self._failed([])
-            self._c_body_parts = value
+            self._keep("body_parts", value)
         return value
 
     @property
@@ -744,56 +698,67 @@ class SipMessage:
     @property
     def session_id(self) -> SessionId | None:
         """Session-ID (RFC 7989): local and remote UUIDs, lower-cased."""
-        value = self._c_session_id
+        value = self._rare_value("session_id")
         if value is _UNSET:
             try:
                 values = self.headers.get("session-id")
                 value = parse_session_id(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_session_id = value
+            self._keep("session_id", value)
         return value
 
     @property
     def p_charging_vector(self) -> ChargingVector | None:
         """P-Charging-Vector (RFC 7315): icid-value and other params."""
-        value = self._c_p_charging_vector
+        value = self._rare_value("p_charging_vector")
         if value is _UNSET:
             try:
                 values = self.headers.get("p-charging-vector")
                 value = parse_charging_vector(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_p_charging_vector = value
+            self._keep("p_charging_vector", value)
         return value
 
     @property
     def event(self) -> Event | None:
         """Event package, id and params (RFC 6665)."""
-        value = self._c_event
+        value = self._rare_value("event")
         if value is _UNSET:
             try:
                 values = self.headers.get("event")
                 value = parse_event(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_event = value
+            self._keep("event", value)
         return value
 
     @property
     def replaces(self) -> Replaces | None:
         """Replaces: call-id, to-tag, from-tag, early-only (RFC 3891)."""
-        value = self._c_replaces
+        value = self._rare_value("replaces")
         if value is _UNSET:
             try:
                 values = self.headers.get("replaces")
                 value = parse_replaces(values[0]) if values else None
             except Exception:
                 value = self._failed(None)
-            self._c_replaces = value
+            self._keep("replaces", value)
         return value
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _rare_value(self, key: str) -> Any:
+        rare = self._rare
+        return rare.get(key, _UNSET) if rare is not None else _UNSET
+
+    def _keep(self, key: str, value: Any) -> None:
+        rare = self._rare
+        if rare is None:
+            self._rare = {key: value}
+        else:
+            rare[key] = value
 
     def _failed(self, fallback: T) -> T:
         if isinstance(sys.exception(), MemoryError):
@@ -822,7 +787,7 @@ class SipMessage:
         return branch
 
     def _top_via(self) -> Via | None:
-        vias = self._c_vias
+        vias = self._rare_value("vias")
         if vias is not _UNSET:
             return vias[0] if vias else None
         return parse_top_via(self.headers.get("via", []))
@@ -862,5 +827,7 @@ class SipMessage:
         return split_multipart(self.body, ct.boundary or "")[0]
 
     def _sdp(self) -> Sdp | None:
+        if not self.body:  # most messages: no need to look at Content-Type/-Disposition
+            return None
         raw = find_session_sdp(self.content_type, self.content_disposition, self.body)
         return parse_sdp(raw) if raw is not None else None
