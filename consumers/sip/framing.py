@@ -28,6 +28,7 @@ from __future__ import annotations
 from consumers.sip.grammar import TOKEN_RE
 from consumers.sip.header_names import _NAME_CACHE, header_key
 from consumers.sip.lexing import parse_delta
+from consumers.sip.memo import remember, table
 from consumers.sip.message import SipMessage
 from consumers.sip.reasons import Malformed
 
@@ -44,6 +45,9 @@ except ImportError:  # no compiler at install time: the Python path below does i
     _split_headers = None
 
 _StartLine = tuple[bool, bool, str | None, str | None, str, int | None, str | None]
+_LINE_ENDS = (b"\r", b"\n")
+# Content-Length text -> value (None when not a delta): a capture repeats a few hundred lengths
+_CONTENT_LENGTHS: dict[str, int | None] = table()
 
 
 def parse_message(data: bytes) -> SipMessage:
@@ -73,26 +77,42 @@ def parse_message(data: bytes) -> SipMessage:
 
 
 def _parse(data: bytes) -> SipMessage:
-    size = len(data)
     start = 0
-    if data[:1] in (b"\r", b"\n"):
-        start = size - len(data.lstrip(b"\r\n"))
-    if start >= size:
-        return SipMessage(
-            data, "", False, False, None, None, "", None, None, {}, b"", None, 0,
-            [Malformed.EMPTY],
-        )  # fmt: skip
-
-    # Fast path: CRLF throughout, no folding. The header block is split on LF and each
-    # value loses its trailing CR with the whitespace. A line that is empty (an earlier
-    # LF-only blank line) or starts with SP/HTAB (a fold) sends us to the exact path.
-    reasons: list[str] = []
-    headers: dict[str, list[str]] | None = None
+    if not data or data[:1] in _LINE_ENDS:
+        start = len(data) - len(data.lstrip(b"\r\n"))
+        if start >= len(data):
+            return SipMessage(
+                data, "", False, False, None, None, "", None, None, {}, b"", None, 0,
+                [Malformed.EMPTY],
+            )  # fmt: skip
     split = _split_headers(data, start, _NAME_CACHE) if _split_headers is not None else None
-    parsed_line: _StartLine | None = None
-    if split is not None:  # the same fast path in C, for ASCII headers with known names
+    if split is not None:  # the CRLF fast path in C, for ASCII headers with known names
         start_line, headers, body_start, parsed_line = split
+        if parsed_line is not None:
+            # The common case in full: nothing to report unless Content-Length says so.
+            cl_values = headers.get("content-length")
+            if cl_values is not None and len(cl_values) == 1:
+                text = cl_values[0]
+                content_length = _CONTENT_LENGTHS.get(text, -1)
+                if content_length == -1:
+                    content_length = remember(_CONTENT_LENGTHS, text, parse_delta(text))
+                if content_length is not None:
+                    end = body_start + content_length
+                    size = len(data)
+                    if end <= size:
+                        return SipMessage(
+                            data, start_line, *parsed_line, headers, data[body_start:end],
+                            content_length, size - end, [],
+                        )  # fmt: skip
+            return _frame(data, start_line, parsed_line, headers, body_start, [])
+        reasons: list[str] = []
     else:
+        # The same fast path in Python: CRLF throughout, no folding. The header block is
+        # split on LF and each value loses its trailing CR with the whitespace. A line that
+        # is empty (an earlier LF-only blank line) or starts with SP/HTAB (a fold) sends us
+        # to the exact path.
+        reasons = []
+        headers = None
         end = data.find(b"\r\n\r\n", start)
         if end >= 0:
             lines = data[start:end].decode("utf-8", "surrogateescape").split("\n")
@@ -100,16 +120,26 @@ def _parse(data: bytes) -> SipMessage:
             body_start = end + 4
         if headers is None:
             reasons = []
-            lines, body_start = _exact_lines(data, start, size, reasons)
+            lines, body_start = _exact_lines(data, start, len(data), reasons)
             headers = _headers(lines, reasons)
         start_line = lines[0].rstrip("\r")
-    if parsed_line is None:
-        line_reasons: list[str] = []
-        parsed_line = _start_line(start_line, line_reasons)
-        if line_reasons:
-            reasons[:0] = line_reasons  # report in message order: start line first
-    is_request, is_response, method, ruri, version, status, phrase = parsed_line
+    line_reasons: list[str] = []
+    parsed_line = _start_line(start_line, line_reasons)
+    if line_reasons:
+        reasons[:0] = line_reasons  # report in message order: start line first
+    return _frame(data, start_line, parsed_line, headers, body_start, reasons)
 
+
+def _frame(
+    data: bytes,
+    start_line: str,
+    parsed_line: _StartLine,
+    headers: dict[str, list[str]],
+    body_start: int,
+    reasons: list[str],
+) -> SipMessage:
+    """The body framed by Content-Length, and the message."""
+    size = len(data)
     content_length: int | None = None
     trailing = 0
     cl_values = headers.get("content-length")
@@ -131,23 +161,8 @@ def _parse(data: bytes) -> SipMessage:
             else:
                 body = data[body_start:]
                 reasons.append(Malformed.TRUNCATED_BODY)
-
-    return SipMessage(
-        data,
-        start_line,
-        is_request,
-        is_response,
-        method,
-        ruri,
-        version,
-        status,
-        phrase,
-        headers,
-        body,
-        content_length,
-        trailing,
-        reasons,
-    )
+    return SipMessage(data, start_line, *parsed_line, headers, body, content_length, trailing,
+                      reasons)  # fmt: skip
 
 
 def _fast_headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]] | None:
