@@ -48,16 +48,16 @@ def transport_name(ip_proto: int | None, tls_hint: bool = False) -> str:
 
 def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
     """An observation of the SIP payload a HEP packet carries (caller checks proto_type)."""
-    corr = pkt.correlation_id.decode("utf-8", "replace") if pkt.correlation_id else ""
+    corr = pkt.correlation_id
+    corr_text = corr.decode("utf-8", "replace") if corr else ""
     if node is None:
         node = pkt.node_name.decode("utf-8", "replace") if pkt.node_name else str(pkt.capture_id)
     src_ip, dst_ip = pkt.src_ip, pkt.dst_ip
-    src = _IP_TEXT.get(src_ip) if type(src_ip) is bytes else None
-    if src is None:
-        src = _ip_text(src_ip)
-    dst = _IP_TEXT.get(dst_ip) if type(dst_ip) is bytes else None
-    if dst is None:
-        dst = _ip_text(dst_ip)
+    try:
+        src = _IP_TEXT.get(src_ip) or _ip_text(src_ip)
+        dst = _IP_TEXT.get(dst_ip) or _ip_text(dst_ip)
+    except TypeError:  # an unhashable buffer (bytearray, memoryview): not cached
+        src, dst = _ip_text(src_ip), _ip_text(dst_ip)
     payload = pkt.payload
     proto = pkt.ip_proto
     return Observation(
@@ -69,7 +69,7 @@ def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
         "udp" if proto == 17 else transport_name(proto),
         pkt.capture_id or 0,
         node,
-        corr,
+        corr_text,
         ref,
         payload if type(payload) is bytes else bytes(payload or b""),
     )
