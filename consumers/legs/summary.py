@@ -22,9 +22,13 @@ Times are the sender's (in-copy) times, C.0 rule 2.
 
 from __future__ import annotations
 
+from hashlib import blake2b
+
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
-from consumers.records import LegRecord, record_id
+from consumers.records import LegRecord
 from consumers.sip import SipMessage
+from consumers.sip.lexing import percent_unescape
+from consumers.sip.memo import remember, table
 from consumers.tracking.model import CALLEE, CALLER, DIRECTIONS, Call, Dialog, SdpSummary, other
 from consumers.tracking.tracker import Event
 
@@ -35,6 +39,12 @@ NIL_UUID = "0" * 32
 CHANGE = "change"
 REFRESH = "refresh"
 LATE_OFFER = "late_offer"
+
+# An Allow set (memoised per header text by SipMessage, so the same object recurs) -> its
+# tokens in order; a record gets its own list copy.
+_SORTED_TOKENS: dict[frozenset[str], tuple[str, ...]] = {}
+# URI text -> its user part (From/To/Request-URI users recur across the calls of a user)
+_URI_USERS: dict[str, str] = table()
 
 
 def sdp_change(new: SdpSummary | None, prev: SdpSummary | None) -> str:
@@ -70,6 +80,8 @@ def purpose_of(method: str, offer: bool, change: str) -> str:
 
 def session_pair(call: Call, msg: SipMessage | None) -> str:
     """The Session-ID UUIDs of the leg so far: the call's first pair plus this message's."""
+    if not call.session_id_pair and (msg is None or "session-id" not in msg.headers):
+        return ""  # the common case: no Session-ID on the leg
     ids = {u for u in call.session_id_pair.split(",") if u}
     sid = msg.session_id if msg is not None else None
     if sid is not None:
@@ -113,10 +125,10 @@ def setup_record(ev: Event, now_us: int) -> LegRecord:
         rec.invite_src_ip, rec.invite_src_port = obs.src_ip, obs.src_port
         rec.invite_dst_ip, rec.invite_dst_port = obs.dst_ip, obs.dst_port
         rec.caller_allow = _tokens(imsg.allow)
-        rec.from_user = _user(imsg.from_)
-        rec.to_user = _user(imsg.to)
-        ruri = imsg.request_uri
-        rec.ruri_user = (ruri.user or "") if ruri is not None else ""
+        rec.from_user = _name_addr_user(imsg, "from")
+        rec.to_user = _name_addr_user(imsg, "to")
+        ruri = imsg.request_uri_text
+        rec.ruri_user = _uri_user(ruri) if ruri is not None else ""
     return rec
 
 
@@ -166,7 +178,7 @@ def _base(
     if state == "terminated":
         state = "mortal"
     return LegRecord(
-        id=record_id("leg", call.node, call.call_id, fact, lm.ref),
+        id=_leg_id(call.node, call.call_id, fact, lm.ref),
         fact=fact,
         event_time_us=when,
         detected_at_us=max(now_us, when),
@@ -202,13 +214,59 @@ def _ua(call: Call, dialog: Dialog | None, side: int) -> str:
     return call.ua[side]
 
 
+def _leg_id(node: str, call_id: str, fact: str, ref: str) -> str:
+    """`records.record_id("leg", node, call_id, fact, ref)`, hashed in one update."""
+    data = f"leg\x1f{node}\x1f{call_id}\x1f{fact}\x1f{ref}\x1f".encode("utf-8", "surrogatepass")
+    return blake2b(data, digest_size=8).hexdigest()
+
+
 def _tokens(values: frozenset[str] | None) -> list[str] | None:
-    return sorted(values) if values is not None else None
+    if values is None:
+        return None
+    ordered = _SORTED_TOKENS.get(values)
+    if ordered is None:
+        ordered = tuple(sorted(values))
+        if len(values) <= 64:  # a real Allow; a hostile one is not kept
+            if len(_SORTED_TOKENS) >= 4096:
+                _SORTED_TOKENS.clear()
+            _SORTED_TOKENS[values] = ordered
+    return list(ordered)
 
 
-def _user(name_addr: object) -> str:
-    uri = getattr(name_addr, "uri", None)
-    return (uri.user or "") if uri is not None else ""
+def _name_addr_user(msg: SipMessage, key: str) -> str:
+    """The URI user of the first From or To value: `msg.from_/to.uri.user or ""`, read
+    without building the NameAddr and Uri when the value has no quote and a <>-enclosed
+    URI (then the URI text is what `name_addr.parse_name_addr` would take)."""
+    values = msg.headers.get(key)
+    if not values:
+        return ""
+    value = values[0]
+    lt = value.find("<")
+    if lt >= 0 and '"' not in value:
+        gt = value.find(">", lt)
+        if gt >= 0:
+            return _uri_user(value[lt + 1 : gt].strip(" \t"))
+    name_addr = msg.from_ if key == "from" else msg.to
+    return (name_addr.uri.user or "") if name_addr is not None else ""
+
+
+def _uri_user(text: str) -> str:
+    """`uri.parse_uri(text).user or ""` without building the Uri (memoised per text): the
+    unescaped userinfo before ':' of a sip/sips URI with an '@', a tel URI's number."""
+    user = _URI_USERS.get(text)
+    if user is None:
+        colon = text.find(":")
+        user = ""
+        if colon > 0:
+            scheme = text[:colon].lower()
+            if scheme == "sip" or scheme == "sips":
+                at = text.find("@", colon + 1)
+                if at >= 0:
+                    user = percent_unescape(text[colon + 1 : at].partition(":")[0])
+            elif scheme == "tel":
+                user = text[colon + 1 :].partition(";")[0]
+        remember(_URI_USERS, text, user)
+    return user
 
 
 __all__ = [
