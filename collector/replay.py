@@ -9,8 +9,8 @@ flow and cut by HEPv3 framing (or SIP Content-Length framing), so one segment ma
 several packets and one packet may span segments.
 
 Link layers (Ethernet with VLAN tags, Linux cooked SLL/SLL2, raw IP, BSD loopback) are
-peeled by offset so the IP bytes stay raw for reassembly; files are read with dpkt's pcap and
-pcapng readers, IP/UDP/TCP headers are parsed with dpkt. `iter_hep_packets` reads a file;
+peeled by offset so the IP bytes stay raw for reassembly; files are read by `collector.capfile`
+(pcap and pcapng), IP/UDP/TCP headers are parsed with dpkt. `iter_hep_packets` reads a file;
 `Replayer`/`replay` send to udp://HOST:PORT (one datagram each) or tcp://HOST:PORT.
 """
 
@@ -24,37 +24,34 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import dpkt
 
+from collector.capfile import (  # the file reader; these names stay importable from here
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    iter_frames,
+)
 from collector.hep.errors import HepError
 from collector.hep.fast import decode, encode_v3, looks_like_sip
 from collector.hep.model import AF_INET, AF_INET6, PROTO_SIP, HepPacket
 
 log = logging.getLogger("hepwatch.replay")
 
-# Link types (tcpdump.org LINKTYPE_* values as stored in capture files).
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
 _RAW_LINKTYPES = {LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6}  # 12/14: DLT_RAW on BSDs
 
 _ETH_IPV4 = 0x0800
 _ETH_IPV6 = 0x86DD
 _ETH_VLAN = {0x8100, 0x88A8, 0x9100}
 _BSD_AF_INET6 = {24, 28, 30}  # NetBSD/OpenBSD, FreeBSD, macOS
-
-_PCAP_MAGICS = {bytes.fromhex(m) for m in ("a1b2c3d4", "d4c3b2a1", "a1b23c4d", "4d3cb2a1")}
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 MAX_UDP_PAYLOAD = 65507
 _MAX_PENDING_FRAGMENTS = 256
@@ -373,30 +370,6 @@ class CaptureScanner:
 
 
 # --- files ---------------------------------------------------------------------------------------
-
-
-def _reader(f: BinaryIO) -> dpkt.pcap.Reader | dpkt.pcapng.Reader:
-    magic = f.read(4)
-    f.seek(0)
-    if magic == _PCAPNG_MAGIC:
-        # dpkt uses the first interface's link type for every packet of the file.
-        return dpkt.pcapng.Reader(f)
-    if magic in _PCAP_MAGICS:
-        return dpkt.pcap.Reader(f)
-    raise ValueError(f"{getattr(f, 'name', 'input')}: not a pcap or pcapng file")
-
-
-def _to_us(ts: float | Decimal) -> int:
-    return round(ts * 1_000_000)  # Decimal (nanosecond pcap) stays exact
-
-
-def iter_frames(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
-    """(capture time in µs, link type, frame) for every packet of a pcap/pcapng file."""
-    with open(path, "rb") as f:
-        reader = _reader(f)
-        linktype = reader.datalink()
-        for ts, frame in reader:
-            yield _to_us(ts), linktype, bytes(frame)
 
 
 def scan_capture(path: str | Path, scanner: CaptureScanner) -> Iterator[tuple[float, bytes]]:

@@ -3,13 +3,15 @@
 This module owns turning a capture file into observations, and counting what it could not
 use. The capture may hold HEP packets (a tap between Kamailio and its collector: HEPv3, or
 HEPv1/v2 over UDP, PROTOCOL.md A.1-A.7), plain SIP (a tap on the proxy's own interfaces), or
-both. `collector.replay.CaptureScanner` does the link/IP/UDP/TCP work (fragment reassembly,
-TCP reordering and framing) and hands back HEP bytes, plain SIP wrapped as HEPv3 with its
-addresses and capture time; the collector's decoder (`collector.hep.fast.decode`) decodes
-them, and `consumers.observation.from_hep` makes the observation. The common frame
-(untagged Ethernet, IPv4 without fragmentation, UDP) takes a shortcut with the same result:
-its headers are read by offset, HEP goes straight to the decoder and plain SIP straight into
-an observation, without dpkt objects or a HEP round trip (a test compares the two paths).
+both. `collector.capfile` reads the file's frames. `collector.replay.CaptureScanner` does the
+link/IP/UDP/TCP work (fragment reassembly, TCP reordering and framing) and hands back HEP
+bytes, plain SIP wrapped as HEPv3 with its addresses and capture time; the collector's
+decoder (`collector.hep.fast.decode`) decodes them, and `consumers.observation.from_hep`
+makes the observation. The common frame (untagged Ethernet, IPv4 without fragmentation,
+UDP) takes a shortcut with the same result: its headers are read by offset, HEP goes
+straight to the decoder and plain SIP straight into an observation, without dpkt objects or
+a HEP round trip (a test compares the two paths). The scanner, and dpkt with it, is loaded
+only when a frame needs it, so a capture of common frames never imports dpkt.
 
 Evidence ids: `ref` is "<file name>#<frame number>" (1-based, as Wireshark numbers frames);
 a frame that completes several messages (TCP) gives "#17", "#17.2", ...
@@ -23,23 +25,25 @@ reorder window is sized for a live stream, not for a file written by a slow coll
 from __future__ import annotations
 
 import heapq
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from socket import inet_ntoa
+from typing import TYPE_CHECKING
 
-import dpkt
-
+from collector.capfile import LINKTYPE_ETHERNET, CaptureTruncated, iter_frames
 from collector.hep.errors import HepError
 from collector.hep.fast import decode, looks_like_sip
 from collector.hep.model import PROTO_SIP
-from collector.replay import LINKTYPE_ETHERNET, CaptureScanner, iter_frames
 from consumers.observation import Observation, from_hep
+
+if TYPE_CHECKING:
+    from collector.replay import CaptureScanner
 
 DEFAULT_SORT_WINDOW_S = 5.0
 _HEP3_MAGICS = (b"HEP3", b"EEP3")
 _FAST_MAX_PAYLOAD = 60000  # larger plain SIP goes through the scanner's size check
+_CAPTURE_ID = 0  # of plain SIP found in the file (CaptureScanner's default)
 
 
 def _ethernet_ipv4_udp(frame: bytes) -> tuple[bytes, bytes, int, int, bytes] | None:
@@ -102,8 +106,17 @@ class CaptureReader:
         self.name = self.path.name
         self.sort_window_us = int(sort_window_s * 1_000_000)
         self.stats = CaptureStats()
-        self.scanner = CaptureScanner()
+        self._scanner: CaptureScanner | None = None
         self.fast = True  # False: every frame through the scanner (tests compare the two)
+
+    @property
+    def scanner(self) -> CaptureScanner:
+        """The link/IP/UDP/TCP scanner, made when the first frame off the fast path needs it."""
+        if self._scanner is None:
+            from collector.replay import CaptureScanner
+
+            self._scanner = CaptureScanner(_CAPTURE_ID)
+        return self._scanner
 
     def __iter__(self) -> Iterator[Observation]:
         heap: list[tuple[int, int, Observation]] = []
@@ -120,9 +133,9 @@ class CaptureReader:
 
     def _unsorted(self) -> Iterator[Observation]:
         stats = self.stats
-        scanner = self.scanner
         fast_hep = fast_sip = 0
         name = self.name
+        node = str(_CAPTURE_ID)
         for number, (ts_us, linktype, frame) in enumerate(self._frames(), 1):
             stats.packets += 1
             # Fast path for the usual capture (Ethernet/IPv4/UDP, whole datagrams): the same
@@ -131,7 +144,7 @@ class CaptureReader:
             udp = _ethernet_ipv4_udp(frame) if self.fast and linktype == LINKTYPE_ETHERNET else None
             wires: list[bytes]
             if udp is None:
-                wires = scanner.feed(ts_us, linktype, frame)
+                wires = self.scanner.feed(ts_us, linktype, frame)
             elif udp[4][:4] in _HEP3_MAGICS:
                 fast_hep += 1
                 wires = [udp[4]]
@@ -141,11 +154,11 @@ class CaptureReader:
                 src, dst, sport, dport, payload = udp
                 yield Observation(
                     ts_us, inet_ntoa(src), sport, inet_ntoa(dst), dport, "udp",
-                    scanner.capture_id, str(scanner.capture_id), "", f"{name}#{number}", payload,
+                    _CAPTURE_ID, node, "", f"{name}#{number}", payload,
                 )  # fmt: skip
                 continue
             else:
-                wires = scanner.feed(ts_us, linktype, frame)
+                wires = self.scanner.feed(ts_us, linktype, frame)
             for k, wire in enumerate(wires, 1):
                 ref = f"{name}#{number}" if k == 1 else f"{name}#{number}.{k}"
                 try:
@@ -161,9 +174,13 @@ class CaptureReader:
                     continue
                 stats.observations += 1
                 yield from_hep(pkt, ref)
-        s = scanner.stats
-        stats.hep = s.hep + fast_hep
-        stats.sip_wrapped = s.sip_wrapped + fast_sip
+        stats.hep = fast_hep
+        stats.sip_wrapped = fast_sip
+        if self._scanner is None:
+            return
+        s = self._scanner.stats
+        stats.hep += s.hep
+        stats.sip_wrapped += s.sip_wrapped
         stats.reject("not_ip", s.not_ip)
         stats.reject("not_udp_tcp", s.not_udp_tcp)
         stats.reject("malformed_frame", s.malformed)
@@ -181,16 +198,16 @@ class CaptureReader:
             raise CaptureError(f"{self.path}: is a directory") from exc
         except OSError as exc:
             raise CaptureError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
-        except ValueError as exc:  # collector.replay's refusal of a file without the magic
+        except ValueError as exc:  # collector.capfile.NotACapture
             raise CaptureError(f"{self.path}: not a pcap or pcapng file") from exc
-        except (dpkt.UnpackError, struct.error) as exc:
+        except CaptureTruncated as exc:
             raise CaptureError(f"{self.path}: the capture file header is truncated") from exc
         if first is None:
             return
         yield first
         try:
             yield from frames
-        except (dpkt.UnpackError, struct.error):
+        except CaptureTruncated:
             self.stats.truncated = True  # a capture cut while it was written: keep what is there
 
 
