@@ -31,6 +31,7 @@ from consumers.observation import Observation
 from consumers.records import MessageRecord, ObservationRow
 from consumers.sinks import JsonLinesSink, Sink
 from consumers.tracking.tracker import Event
+from hepwatch import cli as cli_mod
 from hepwatch.cli import cli
 
 COLLECTOR = ("10.9.9.9", 9060)
@@ -548,3 +549,23 @@ def test_json_records_equal_to_dict_with_iso_times(tmp_path: Path) -> None:
     assert got[len(result.anomalies) + len(result.dialogs) + len(result.session_changes)]["fields"][
         "n"
     ] == {"a": 1, "b": ["x"]}
+
+
+def test_analyze_process_leaves_its_garbage_to_the_os(tmp_path: Path) -> None:
+    """`hepwatch analyze` raises the collector's first threshold and freezes everything
+    before the interpreter's last collection; other commands do neither."""
+    path = write(tmp_path / "hep.pcap", as_hep(hold_call()))
+    code = (
+        "import atexit, gc, sys\nfrom hepwatch.cli import main\n"
+        "atexit.register(lambda: print(gc.get_threshold()[0], len(gc.get_objects()) < 100))\n"
+        "sys.argv = ['hepwatch', *sys.argv[1:]]\nmain()\n"
+    )
+    for args, frozen in (
+        (["analyze", str(path), "--no-ladder"], True),
+        (["replay", "--help"], False),
+    ):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        threshold, all_frozen = out.stdout.splitlines()[-1].split()
+        assert (int(threshold) == cli_mod.ANALYZE_GC_GEN0) is frozen
+        assert all_frozen == str(frozen)
