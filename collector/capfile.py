@@ -21,7 +21,6 @@ after the frames before it. A last pcap record whose data is cut short is yielde
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
@@ -115,11 +114,7 @@ def _pcap(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
 # --- pcapng --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Interface:
-    linktype: int
-    divisor: float  # ticks per second
-    offset: int  # seconds added to every time (if_tsoffset)
+_Interface = tuple[int, float, int]  # link type, ticks per second, seconds added (if_tsoffset)
 
 
 def _interface(block: bytes, order: str) -> _Interface:
@@ -141,7 +136,7 @@ def _interface(block: bytes, order: str) -> _Interface:
         elif code == _OPT_TSOFFSET and len(data) == 8:
             (offset,) = Struct(order + "q").unpack(data)
         pos += 4 + size + (-size) % 4
-    return _Interface(linktype, divisor, offset)
+    return linktype, divisor, offset
 
 
 def _pcapng(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -199,9 +194,9 @@ def _pcapng(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
                 iface, _drops, high, low, caplen = pb.unpack_from(buf, pos + 8)
             frame = buf[pos + 28 : min(pos + 28 + caplen, end - 4)]
             if iface < len(interfaces):
-                i = interfaces[iface]
-                ts = i.offset + ((high << 32) | low) / i.divisor
-                yield round(ts * 1_000_000), i.linktype, frame
+                linktype, divisor, offset = interfaces[iface]
+                ts = offset + ((high << 32) | low) / divisor
+                yield round(ts * 1_000_000), linktype, frame
             else:
                 ts = ((high << 32) | low) / 1e6
                 yield round(ts * 1_000_000), LINKTYPE_UNKNOWN_INTERFACE, frame

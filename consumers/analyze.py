@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -148,11 +149,6 @@ _PLAIN_TO_DICT = (DialogRecord, SessionChangeRecord, AnomalyRecord)
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-@dataclass(slots=True)
-class _Box:
-    value: Any  # asdict(_Box(v))["value"] is asdict's copy of any value v
-
-
 def _plain(value: Any) -> Any:
     """`value` as asdict() would copy it, where the copy could differ in JSON (a nested
     dataclass); lists of atoms and flat dicts of atoms are returned as they are."""
@@ -163,7 +159,14 @@ def _plain(value: Any) -> Any:
         return value
     if kind is dict and all(type(k) is str and type(v) in _ATOMS for k, v in value.items()):
         return value
-    return asdict(_Box(value))["value"]
+    return asdict(_box()(value))["value"]
+
+
+@cache
+def _box() -> type:
+    """A dataclass of one field: asdict(_box()(v))["value"] is asdict's copy of any v (made
+    on first use: values that need it are rare)."""
+    return make_dataclass("_Box", [("value", Any)])
 
 
 _Shape = tuple[Callable[[Any], tuple[Any, ...]], tuple[str, ...], tuple[tuple[str, str], ...]]
