@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from consumers.records import AnomalyRecord, MessageRecord
 
@@ -35,6 +36,7 @@ class _Column:
     role: str
 
 
+@lru_cache(maxsize=4096)  # a capture has few addresses, each on many rows
 def _addr(ip: str, port: int) -> str:
     if ":" in ip:
         return f"[{ip}]:{port}"
@@ -56,9 +58,13 @@ def _path(msg: MessageRecord) -> list[str]:
 
 def columns(messages: list[MessageRecord]) -> list[_Column]:
     """The ladder's columns: caller, proxies, callee, then the rest in order of appearance."""
+    return _columns(messages, [_path(m) for m in messages])
+
+
+def _columns(messages: list[MessageRecord], paths: list[list[str]]) -> list[_Column]:
     proxies: list[str] = []
     seen: list[str] = []
-    for msg in messages:
+    for msg, path in zip(messages, paths, strict=True):
         for row in msg.observations:
             if row.hop == "in":
                 proxy = _addr(row.dst_ip, row.dst_port)
@@ -68,17 +74,24 @@ def columns(messages: list[MessageRecord]) -> list[_Column]:
                 proxy = ""
             if proxy and proxy not in proxies:
                 proxies.append(proxy)
-        for point in _path(msg):
+        for point in path:
             if point not in seen:
                 seen.append(point)
     caller = callee = ""
     initial = next(
-        (m for m in messages if m.is_request and m.method == "INVITE" and not m.to_tag), None
+        (
+            i
+            for i, m in enumerate(messages)
+            if m.is_request and m.method == "INVITE" and not m.to_tag
+        ),
+        None,
     )
     if initial is None:
-        initial = next((m for m in messages if m.direction == "caller_to_callee"), None)
+        initial = next(
+            (i for i, m in enumerate(messages) if m.direction == "caller_to_callee"), None
+        )
     if initial is not None:
-        path = _path(initial)
+        path = paths[initial]
         if path[0] not in proxies:
             caller = path[0]
         if path[-1] not in proxies and path[-1] != caller:
@@ -133,19 +146,23 @@ class _Canvas:
         self.width = gap * max(len(cols) - 1, 0) + 1
         self.index = {c.addr: i for i, c in enumerate(cols)}
         self.n = len(cols)
+        self._blank: list[str] | None = None
 
     def x(self, i: int) -> int:
         return i * self.gap
 
     def blank(self) -> list[str]:
-        row = [" "] * self.width
-        for i in range(self.n):
-            row[self.x(i)] = "|"
-        return row
+        if self._blank is None:
+            row = [" "] * self.width
+            for i in range(self.n):
+                row[self.x(i)] = "|"
+            self._blank = row
+        return self._blank.copy()
 
     def arrow(self, path: list[str], text: str) -> str:
         row = self.blank()
-        idx = [self.index[p] for p in path if p in self.index]
+        index = self.index
+        idx = [index[p] for p in path if p in index]
         if len(idx) < 2:
             return "".join(row)
         a = idx[0]
@@ -154,23 +171,23 @@ class _Canvas:
             b = max(idx, key=lambda i: abs(i - a))
         if b == a:
             return "".join(row)
+        gap = self.gap
         lo, hi = min(a, b), max(a, b)
-        for x in range(self.x(lo) + 1, self.x(hi)):
-            row[x] = "-"
+        row[lo * gap + 1 : hi * gap] = "-" * (hi * gap - lo * gap - 1)
         for i in idx[1:-1]:
             if lo < i < hi:
-                row[self.x(i)] = "+"
+                row[i * gap] = "+"
         if b > a:
-            row[self.x(b) - 1] = ">"
+            row[b * gap - 1] = ">"
         else:
-            row[self.x(b) + 1] = "<"
+            row[b * gap + 1] = "<"
         # The label sits on the sender's hop, between its column and the next one.
         hop_lo, hop_hi = (a, a + 1) if b > a else (a - 1, a)
-        span_lo, span_hi = self.x(hop_lo) + 2, self.x(hop_hi) - 2
+        span_lo, span_hi = hop_lo * gap + 2, hop_hi * gap - 2
         room = span_hi - span_lo
         body = f" {_fit(text, room - 2)} "
         start = span_lo + (room - len(body)) // 2
-        row[start : start + len(body)] = list(body)
+        row[start : start + len(body)] = body
         return "".join(row)
 
 
@@ -184,7 +201,8 @@ def render(
     msgs = sorted(messages, key=lambda m: (m.event_time_us, m.cseq))
     if not msgs:
         return []
-    cols = columns(msgs)
+    paths = [_path(m) for m in msgs]
+    cols = _columns(msgs, paths)
     labels = [label(m) for m in msgs]
     single_hop = max((len(t) for t in labels), default=0) + 6
     gap = min(max(MIN_GAP, single_hop), MAX_GAP)
@@ -210,13 +228,13 @@ def render(
         _header([c.role for c in cols], gap, indent),
     ]
     entries: list[tuple[int, int, str]] = []
-    for i, (m, text) in enumerate(zip(msgs, labels, strict=True)):
+    for i, (m, text, path) in enumerate(zip(msgs, labels, paths, strict=True)):
         tail = [f"CSeq {m.cseq} {m.method}"]
         if m.is_request:
             tail.append(first_line(m))
         tail += _marks(m)
         tail += marks.get(i, [])
-        line = f"{_offset(m.event_time_us - t0)}  {canvas.arrow(_path(m), text)}  "
+        line = f"{_offset(m.event_time_us - t0)}  {canvas.arrow(path, text)}  "
         entries.append((m.event_time_us, 0, line + "  ".join(tail)))
     for an in loose:
         line = f"{_offset(an.event_time_us - t0)}  {''.join(canvas.blank())}  "

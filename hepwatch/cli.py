@@ -389,9 +389,15 @@ def analyze(
             sink.close()
     if json_out:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
-    else:
-        for line in report_lines(result, ladders=not no_ladder):
-            click.echo(line)
+        return
+    chunk: list[str] = []  # echoed a few hundred lines at a time: one write and flush each
+    for line in report_lines(result, ladders=not no_ladder):
+        chunk.append(line)
+        if len(chunk) == 500:
+            click.echo("\n".join(chunk))
+            chunk = []
+    if chunk:
+        click.echo("\n".join(chunk))
 
 
 cli.add_lazy_command("sql", "hepwatch.cmd_sql:sql")  # type: ignore[attr-defined]
