@@ -19,6 +19,10 @@ succeeds the partitions resume from the first offset not yet processed. A partit
 while ClickHouse is down is not committed: its unstored records are dropped here and
 replayed by its next owner from the checkpoint.
 
+The partition handling (assignment, revocation, the checkpoint order, the pause) is
+`consumers.partitioned.PartitionedConsumer`, shared with the C.12 legs stage; this module
+holds what a HEP record does to a partition's engine.
+
 Stream time is event time; a partition that received nothing for `idle_advance_s` and has
 read everything available has its stream time moved on by the wall clock, so timers
 (missing ACK, session expiry) still fire on a quiet system. Metrics: consumed, lag, parse
@@ -28,7 +32,6 @@ failures by reason, live dialogs, anomalies by type, processing latency, checkpo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -36,19 +39,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
 from collector.hep import fast
 from collector.hep.errors import HepError
 from collector.hep.model import PROTO_SIP
-from consumers.checkpoint import Checkpoint, CheckpointStore
+from consumers.checkpoint import CheckpointStore
 from consumers.engine import Engine, EngineConfig
 from consumers.legs.stage import LegPublisher, start_legs_thread
 from consumers.observation import Observation, from_hep
-from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
-from consumers.partition_progress import caught_up, report_lag
+from consumers.outputs import ClickHouseOutputs, Outputs, outputs_for
+from consumers.partitioned import PartitionedConsumer
 from consumers.records import Record
 from consumers.sink_pause import SinkPause
 from hepwatch.config import Settings
@@ -105,6 +107,10 @@ class PartitionWorker:
     last_wall: float = field(default_factory=time.time)
     legs: LegPublisher | None = None  # leg facts to the C.12 second stage
 
+    @property
+    def key(self) -> int:
+        return self.partition
+
     def emit(self, records: list[Record], metrics: ConsumerMetrics, idle: bool = False) -> None:
         if not records:
             return
@@ -121,21 +127,21 @@ class PartitionWorker:
                 metrics.anomalies.labels(rec.anomaly).inc()  # type: ignore[union-attr]
 
 
-class ConsumerService:
+class ConsumerService(PartitionedConsumer[PartitionWorker]):
+    log = log
+
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
-        self.settings = settings
+        super().__init__(settings)
         c = settings.consumer
         self.store = CheckpointStore(c.state_dir)
         self.output_dir = Path(c.sink.partition(":")[2])
         self.output = outputs_for(c.sink, settings.clickhouse)
         self.registry = registry or CollectorRegistry()
         self.metrics = ConsumerMetrics(self.registry)
-        self.workers: dict[int, PartitionWorker] = {}
+        self.checkpoints = self.metrics.checkpoints
+        self.lag = self.metrics.lag
         self.topic = settings.kafka.topic
-        self._stop = threading.Event()
-        self._consumer: Consumer | None = None
-        self._last_checkpoint = time.monotonic()
-        self.assigned_once = threading.Event()
+        self.group = c.group
         # Paused: the sink failed; fetching stops until a retried flush succeeds.
         self.pause = SinkPause(
             settings.clickhouse.retry_backoff_s,
@@ -150,140 +156,15 @@ class ConsumerService:
     def engine_config(self) -> EngineConfig:
         return EngineConfig.from_consumer(self.settings.consumer)
 
-    def stop(self) -> None:
-        self._stop.set()
-
     def run(self) -> None:
         s = self.settings
-        conf: dict[str, Any] = {
-            "bootstrap.servers": s.kafka.bootstrap,
-            "group.id": s.consumer.group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": s.consumer.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, s.consumer.session_timeout_ms // 5),
-            "max.poll.interval.ms": max(60000, s.consumer.session_timeout_ms * 2),
-            "logger": logging.getLogger("hepwatch.consume.kafka"),
-            **{k: v for k, v in s.kafka.extra.items()},
-        }
-        consumer = Consumer(conf)
-        self._consumer = consumer
-        if isinstance(self.output, ClickHouseOutputs):
-            self._flush()  # connect and migrate now; paused from the start when unavailable
-        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("consuming %s as group %s", self.topic, s.consumer.group)
-        try:
-            while not self._stop.is_set():
-                if self.pause.due():
-                    self._retry()
-                batch = consumer.consume(num_messages=1000, timeout=0.2)
-                now = time.time()
-                pending: dict[int, list[Observation]] = {}
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume error: %s", err)
-                        continue
-                    obs = self._observation(msg, now)
-                    if obs is not None:
-                        pending.setdefault(msg.partition(), []).append(obs)
-                for partition, observations in pending.items():
-                    self._feed(self.workers[partition], observations)
-                if not self.pause.active:
-                    self._idle_advance(now)
-                    self.legs.publish_marks(
-                        ((w.topic, p, w.engine.processed_until) for p, w in self.workers.items()),
-                        now,
-                    )
-                    if self._flush_due():
-                        self._flush()
-                if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:
-                    self.checkpoint_all()
-                    self._update_lag()
-        finally:
-            if self.pause.active:
-                self.pause.retry_at = 0.0
-                self._retry()  # one last try; when it fails the input is replayed later
-            self.checkpoint_all()
-            if self.pause.active:
-                log.warning(
-                    "stopping while the sink is unavailable: partitions %s keep their last "
-                    "checkpoint; what came after it is replayed by the next consumer",
-                    sorted(self.workers),
-                )
-            for partition in list(self.workers):
-                self.output.close_partition(partition)
-            self.workers.clear()
-            self.output.close()
-            consumer.close()
-            log.info("consumer stopped")
+        conf = self._conf(dict(s.kafka.extra), "hepwatch.consume.kafka")
+        self._loop(conf, f"consuming {self.topic} as group {self.group}")
+
+    def _connected(self) -> bool:
+        return isinstance(self.output, ClickHouseOutputs)
 
     # -- partitions ------------------------------------------------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            worker = self._restore(tp.topic, tp.partition)
-            worker.legs = self.legs
-            self.workers[tp.partition] = worker
-            if worker.next_offset is not None:
-                tp.offset = worker.next_offset
-        consumer.assign(partitions)
-        if self.pause.active:
-            consumer.pause(partitions)
-        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
-        self.assigned_once.set()
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
-        if revoked:
-            if not self.pause.active:
-                self._checkpoint(revoked)
-            if self.pause.active:
-                self._drop_unstored(revoked)
-            for worker in revoked:
-                self.output.close_partition(worker.partition)
-                with contextlib.suppress(KeyError):  # KeyError: no lag measured yet
-                    self.metrics.lag.remove(str(worker.partition))
-        log.info("revoked partitions %s", sorted(tp.partition for tp in partitions))
-
-    def _drop_unstored(self, revoked: list[PartitionWorker]) -> None:
-        """The sink is down while partitions leave: nothing of theirs is committed, their
-        unstored records are dropped (the next owner replays them from the checkpoint), and
-        partitions kept here go back to their checkpoints too, as the dropped buffer held
-        theirs as well."""
-        log.warning(
-            "partitions %s revoked while the sink is unavailable: not committed, their "
-            "records since the last checkpoint will be replayed by the next owner",
-            sorted(w.partition for w in revoked),
-        )
-        self.output.discard()
-        for partition, worker in list(self.workers.items()):
-            self.output.close_partition(partition)
-            fresh = self._restore(worker.topic, partition)
-            fresh.legs = worker.legs
-            if fresh.next_offset is None:
-                fresh.next_offset = self._start_offset(worker.topic, partition)
-            self.workers[partition] = fresh  # seeked to fresh.next_offset on resume
-
-    def _start_offset(self, topic: str, partition: int) -> int:
-        """Where a partition without a checkpoint starts: its committed offset, else the
-        low watermark (auto.offset.reset is earliest), 0 when Kafka cannot say."""
-        consumer = self._consumer
-        if consumer is None:
-            return 0
-        try:
-            tp = consumer.committed([TopicPartition(topic, partition)], timeout=10)[0]
-            if tp.offset >= 0:
-                return tp.offset
-            low, _ = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=10, cached=False
-            )
-            return max(0, low)
-        except KafkaException as exc:
-            log.warning("partition %d: start offset unknown (%s), assuming 0", partition, exc)
-            return 0
 
     def _restore(self, topic: str, partition: int) -> PartitionWorker:
         ckpt = self.store.load(topic, partition)
@@ -292,7 +173,8 @@ class ConsumerService:
             start = self._start_offset(topic, partition)
         self.output.open(topic, partition, ckpt, start)
         if ckpt is None:
-            return PartitionWorker(topic, partition, Engine(self.engine_config()), self.output)
+            engine = Engine(self.engine_config())
+            return PartitionWorker(topic, partition, engine, self.output, legs=self.legs)
         log.info(
             "partition %d: resumed at offset %d with %d calls in flight",
             partition,
@@ -300,63 +182,39 @@ class ConsumerService:
             len(ckpt.engine.tracker),
         )
         return PartitionWorker(
-            topic, partition, ckpt.engine, self.output, next_offset=ckpt.next_offset
+            topic,
+            partition,
+            ckpt.engine,
+            self.output,
+            next_offset=ckpt.next_offset,
+            legs=self.legs,
         )
 
-    def _checkpoint(self, workers: list[PartitionWorker]) -> None:
-        """Flush the output, write the checkpoints, commit the offsets: in that order."""
-        try:
-            positions = self.output.flush()
-        except SinkUnavailable as exc:
-            self.pause.failed(exc, self._consumer)
-            return
-        workers = [w for w in workers if w.next_offset is not None]
-        if not workers or not self.legs.flush():
-            return  # a checkpoint must not cover leg facts that are not in Kafka yet
-        offsets = []
-        for w in workers:
-            assert w.next_offset is not None
-            ckpt = Checkpoint(w.next_offset, positions.get(w.partition, 0), w.engine)
-            self.store.save(w.topic, w.partition, ckpt)
-            offsets.append(TopicPartition(w.topic, w.partition, w.next_offset))
-            self.metrics.checkpoints.inc()
-        if self._consumer is not None:
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                # The checkpoint is the truth; a failed commit only means replay on restart.
-                log.warning("offset commit for partitions %s failed: %s", sorted(self.workers), exc)
+    def _state(self, worker: PartitionWorker) -> Engine:
+        return worker.engine
 
-    def checkpoint_all(self) -> None:
-        self._last_checkpoint = time.monotonic()
-        if self.pause.active:
-            return
-        self._checkpoint(list(self.workers.values()))
-        if not self.pause.active:
-            self.metrics.live_calls.set(sum(len(w.engine.tracker) for w in self.workers.values()))
+    def _may_checkpoint(self) -> bool:
+        return self.legs.flush()  # a checkpoint must not cover leg facts not yet in Kafka
 
-    # -- sink availability -----------------------------------------------------------------
-
-    def _flush_due(self) -> bool:
-        return self.output.due()
-
-    def _flush(self) -> bool:
-        try:
-            self.output.flush()
-        except SinkUnavailable as exc:
-            self.pause.failed(exc, self._consumer)
-            return False
-        return True
-
-    def _retry(self) -> None:
-        try:
-            self.output.flush()
-        except SinkUnavailable as exc:
-            self.pause.failed(exc, self._consumer)
-            return
-        self.pause.recovered(self._consumer, self.workers.values())
+    def _report_live(self) -> None:
+        self.metrics.live_calls.set(sum(len(w.engine.tracker) for w in self.workers.values()))
 
     # -- records ---------------------------------------------------------------------------
+
+    def _take_batch(self, messages: list[Any], now: float) -> None:
+        pending: dict[int, list[Observation]] = {}
+        for msg in messages:
+            obs = self._observation(msg, now)
+            if obs is not None:
+                pending.setdefault(msg.partition(), []).append(obs)
+        for partition, observations in pending.items():
+            self._feed(self.workers[partition], observations)
+
+    def _advance(self, now: float) -> None:
+        self._idle_advance(now)
+        self.legs.publish_marks(
+            ((w.topic, p, w.engine.processed_until) for p, w in self.workers.items()), now
+        )
 
     def _observation(self, msg: Any, now: float) -> Observation | None:
         """The SIP observation a record holds; counts and skips what is not one."""
@@ -412,12 +270,6 @@ class ConsumerService:
             quiet = now - worker.last_wall >= idle and target > worker.engine.stream_time
             if quiet and self._caught_up(worker):
                 worker.emit(worker.engine.advance_to(target), self.metrics, idle=True)
-
-    def _caught_up(self, worker: PartitionWorker) -> bool:
-        return caught_up(self._consumer, worker)
-
-    def _update_lag(self) -> None:
-        report_lag(self._consumer, self.workers.values(), self.metrics.lag)
 
 
 def run_service(settings: Settings) -> None:

@@ -13,9 +13,10 @@ the first stage (one engine per HEP-topic partition) cannot see them together:
   deadline). `flush()` runs before the first stage saves a checkpoint: a checkpoint never
   covers input whose leg facts are not in Kafka, so none is lost; a crash replays them
   (the second stage drops the repeats by record id).
-- `LegStage` (second stage): consumer group `<consumer.group>.legs`; each assigned partition
-  gets a `LegPartition` restored from its checkpoint (state, next offset, output length, as
-  `consumers.checkpoint` does for the first stage), its anomalies go to the same kind of
+- `LegStage` (second stage, on `consumers.partitioned.PartitionedConsumer` as consume is):
+  consumer group `<consumer.group>.legs`; each assigned partition gets a `LegPartition`
+  restored from its checkpoint (state, next offset, output length, as `consumers.checkpoint`
+  does for the first stage), its anomalies go to the same kind of
   output as the first stage's records (`consumers.outputs.outputs_for`): `jsonl:DIR`, one
   file per legs partition beside theirs; `clickhouse:DSN`, the `anomalies` table, rows
   stamped with `src_partition` = `legs_src_partition(p)` = LEGS_SRC_PARTITION_BASE (100000)
@@ -57,12 +58,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import Counter, Gauge
 from prometheus_client.registry import CollectorRegistry
 
-from consumers.checkpoint import Checkpoint, CheckpointStore
+from consumers.checkpoint import CheckpointStore
 from consumers.legs.codec import (
     LegCodecError,
     StreamMark,
@@ -72,8 +73,8 @@ from consumers.legs.codec import (
     partition_key,
 )
 from consumers.legs.partition import LegPartition
-from consumers.outputs import ClickHouseOutputs, Outputs, SinkUnavailable, outputs_for
-from consumers.partition_progress import caught_up, report_lag
+from consumers.outputs import ClickHouseOutputs, Outputs, outputs_for
+from consumers.partitioned import PartitionedConsumer
 from consumers.records import AnomalyRecord, LegRecord, Record
 from consumers.sink_pause import SinkPause
 from hepwatch.config import Settings
@@ -311,14 +312,17 @@ class LegWorker:
     last_wall: float = field(default_factory=time.time)
 
 
-class LegStage:
+class LegStage(PartitionedConsumer[LegWorker]):
+    log = log
+    label = "legs: "
+
     def __init__(
         self,
         settings: Settings,
         registry: CollectorRegistry | None = None,
         output: Outputs | None = None,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         c = settings.consumer
         self.topic = legs_topic(settings)
         self.group = legs_group(settings)
@@ -328,11 +332,13 @@ class LegStage:
             raise ValueError(
                 f"the legs stage cannot write to {c.sink!r} (jsonl:DIR or clickhouse:DSN)"
             )
-        self.output: Outputs = output or outputs_for(c.sink, settings.clickhouse)
+        self.output = output or outputs_for(c.sink, settings.clickhouse)
         self.clickhouse = isinstance(self.output, ClickHouseOutputs)
-        # Paused: the sink failed; fetching stops until a retried flush succeeds.
         self.registry = registry or CollectorRegistry()
         self.metrics = LegStageMetrics(self.registry)
+        self.checkpoints = self.metrics.checkpoints
+        self.lag = self.metrics.lag
+        # Paused: the sink failed; fetching stops until a retried flush succeeds.
         self.pause = SinkPause(
             settings.clickhouse.retry_backoff_s,
             self.metrics.sink_failures,
@@ -340,118 +346,18 @@ class LegStage:
             log,
             prefix="legs: ",
         )
-        self.workers: dict[int, LegWorker] = {}
-        self._stop = threading.Event()
-        self._consumer: Consumer | None = None
-        self._last_checkpoint = time.monotonic()
-        self.assigned_once = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def run(self) -> None:
         s = self.settings
         while not ensure_topic(s) and not self._stop.is_set():
             self._stop.wait(2.0)
-        conf: dict[str, Any] = {
-            **_client_conf(s),
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": s.consumer.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, s.consumer.session_timeout_ms // 5),
-            "max.poll.interval.ms": max(60000, s.consumer.session_timeout_ms * 2),
-            "logger": logging.getLogger("hepwatch.legs.kafka"),
-        }
-        consumer = Consumer(conf)
-        self._consumer = consumer
-        if self.clickhouse:
-            self._flush()  # connect and migrate now; paused from the start when unavailable
-        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("correlating legs from %s as group %s", self.topic, self.group)
-        try:
-            while not self._stop.is_set():
-                if self.pause.due():
-                    self._retry()
-                batch = consumer.consume(num_messages=1000, timeout=0.2)
-                now = time.time()
-                for msg in batch:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consume error: %s", err)
-                        continue
-                    self._take(msg, now)
-                if not self.pause.active:
-                    self._idle_advance(now)
-                    if self.output.due():
-                        self._flush()
-                if time.monotonic() - self._last_checkpoint >= s.consumer.checkpoint_interval_s:
-                    self.checkpoint_all()
-                    self._update_lag()
-        finally:
-            if self.pause.active:
-                self.pause.retry_at = 0.0
-                self._retry()  # one last try; when it fails the input is replayed later
-            self.checkpoint_all()
-            for worker in self.workers.values():
-                self.output.close_partition(worker.key)
-            self.workers.clear()
-            self.output.close()
-            consumer.close()
-            log.info("legs stage stopped")
+        conf = self._conf(dict(s.kafka.extra), "hepwatch.legs.kafka")
+        self._loop(conf, f"correlating legs from {self.topic} as group {self.group}")
+
+    def _connected(self) -> bool:
+        return self.clickhouse
 
     # -- partitions ------------------------------------------------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            worker = self._restore(tp.topic, tp.partition)
-            self.workers[tp.partition] = worker
-            if worker.next_offset is not None:
-                tp.offset = worker.next_offset
-        consumer.assign(partitions)
-        if self.pause.active:
-            consumer.pause(partitions)
-        log.info("legs: assigned partitions %s", sorted(tp.partition for tp in partitions))
-        self.assigned_once.set()
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = [w for tp in partitions if (w := self.workers.pop(tp.partition, None))]
-        if revoked and not self.pause.active:
-            self._checkpoint(revoked)
-        if revoked and self.pause.active:
-            self._drop_unstored(revoked)
-        for worker in revoked:
-            self.output.close_partition(worker.key)
-        log.info("legs: revoked partitions %s", sorted(tp.partition for tp in partitions))
-
-    def _drop_unstored(self, revoked: list[LegWorker]) -> None:
-        """The sink is down while partitions leave (as consume's `_drop_unstored`): nothing
-        of theirs is checkpointed or committed, the unstored buffer is dropped, and the
-        partitions kept here go back to their checkpoints too."""
-        log.warning(
-            "legs partitions %s revoked while the sink is unavailable: their anomalies since "
-            "the last checkpoint will be made again by the next owner",
-            sorted(w.partition for w in revoked),
-        )
-        self.output.discard()
-        for partition, worker in list(self.workers.items()):
-            self.output.close_partition(worker.key)
-            fresh = self._restore(worker.topic, partition)
-            if fresh.next_offset is None:  # no checkpoint, so nothing committed either
-                fresh.next_offset = self._committed(fresh)
-            self.workers[partition] = fresh  # seeked to fresh.next_offset on resume
-
-    def _committed(self, worker: LegWorker) -> int:
-        consumer = self._consumer
-        if consumer is None:
-            return 0
-        try:
-            tp = consumer.committed([TopicPartition(worker.topic, worker.partition)], timeout=10)
-        except KafkaException:
-            return 0
-        return max(0, tp[0].offset)
 
     def _restore(self, topic: str, partition: int) -> LegWorker:
         key = legs_src_partition(partition) if self.clickhouse else partition
@@ -477,53 +383,20 @@ class LegStage:
         )
         return LegWorker(topic, partition, state, key, next_offset=ckpt.next_offset)
 
-    def _checkpoint(self, workers: list[LegWorker]) -> None:
-        """Flush the output, write the checkpoints, commit the offsets: in that order."""
-        positions = self._flush()
-        if positions is None:
-            return
-        offsets = []
-        for worker in workers:
-            if worker.next_offset is None:
-                continue
-            size = positions.get(worker.key, 0)
-            # the store pickles whatever state it is given; here a LegPartition, not an Engine
-            ckpt = Checkpoint(worker.next_offset, size, worker.state)  # type: ignore[arg-type]
-            self.store.save(worker.topic, worker.partition, ckpt)
-            offsets.append(TopicPartition(worker.topic, worker.partition, worker.next_offset))
-            self.metrics.checkpoints.inc()
-        if self._consumer is not None and offsets:
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                log.warning("legs: offset commit failed: %s", exc)
+    def _state(self, worker: LegWorker) -> LegPartition:
+        return worker.state
 
-    def checkpoint_all(self) -> None:
-        self._last_checkpoint = time.monotonic()
-        if self.pause.active:
-            return
-        self._checkpoint(list(self.workers.values()))
+    def _report_live(self) -> None:
         self.metrics.live_legs.set(sum(len(w.state) for w in self.workers.values()))
 
-    # -- sink availability -----------------------------------------------------------------
-
-    def _flush(self) -> dict[int, int] | None:
-        """Store what was written; None (and paused) when the sink is unavailable."""
-        try:
-            return self.output.flush()
-        except SinkUnavailable as exc:
-            self.pause.failed(exc, self._consumer)
-            return None
-
-    def _retry(self) -> None:
-        try:
-            self.output.flush()
-        except SinkUnavailable as exc:
-            self.pause.failed(exc, self._consumer)
-            return
-        self.pause.recovered(self._consumer, self.workers.values())
-
     # -- records ---------------------------------------------------------------------------
+
+    def _take_batch(self, messages: list[Any], now: float) -> None:
+        for msg in messages:
+            self._take(msg, now)
+
+    def _advance(self, now: float) -> None:
+        self._idle_advance(now)
 
     def _take(self, msg: Any, now: float) -> None:
         worker = self.workers.get(msg.partition())
@@ -607,12 +480,6 @@ class LegStage:
             )
         for topic, p in sorted(before - now_stalled):
             log.info("legs partition %d: %s/%d moves again", worker.partition, topic, p)
-
-    def _caught_up(self, worker: LegWorker) -> bool:
-        return caught_up(self._consumer, worker)
-
-    def _update_lag(self) -> None:
-        report_lag(self._consumer, self.workers.values(), self.metrics.lag)
 
 
 # -- running it -------------------------------------------------------------------------------
