@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from socket import inet_ntoa
+from struct import Struct
 from typing import TYPE_CHECKING
 
 from collector.capfile import LINKTYPE_ETHERNET, CaptureTruncated, iter_frames
@@ -46,26 +47,35 @@ _FAST_MAX_PAYLOAD = 60000  # larger plain SIP goes through the scanner's size ch
 _CAPTURE_ID = 0  # of plain SIP found in the file (CaptureScanner's default)
 
 
+# Ethernet (untagged), IPv4 header without options, UDP header: ethertype, version/IHL,
+# total length, flags/fragment offset, protocol, source, destination, ports, UDP length.
+_ETH_IP_UDP = Struct("!12xHBxH2xHxB2x4s4sHHH")
+
+
 def _ethernet_ipv4_udp(frame: bytes) -> tuple[bytes, bytes, int, int, bytes] | None:
     """(src, dst, sport, dport, payload) of an untagged Ethernet/IPv4/UDP frame that is not
     a fragment; None for anything else (the scanner then handles it)."""
-    if len(frame) < 42 or frame[12] != 0x08 or frame[13] != 0x00:
+    if len(frame) < 42:
         return None
-    vihl = frame[14]
-    ihl = (vihl & 0x0F) * 4
-    if vihl >> 4 != 4 or ihl < 20 or frame[23] != 17 or (frame[20] & 0x3F) or frame[21]:
+    ethertype, vihl, total, frag, proto, src, dst, sport, dport, ulen = _ETH_IP_UDP.unpack_from(
+        frame
+    )
+    if ethertype != 0x0800 or vihl >> 4 != 4 or proto != 17 or frag & 0x3FFF:
         return None  # not IPv4, not UDP, or MF set / fragment offset non-zero
-    total = frame[16] << 8 | frame[17]
+    udp = (vihl & 0x0F) * 4 + 14
+    if udp != 34:  # IP options: the UDP header is further on
+        if udp < 34 or len(frame) < udp + 8:
+            return None
+        sport, dport, ulen = _UDP.unpack_from(frame, udp)
     end = 14 + total if total else len(frame)  # 0 with segmentation offload
-    udp = 14 + ihl
     if end > len(frame) or end < udp + 8:
         return None
-    ulen = frame[udp + 4] << 8 | frame[udp + 5]
-    if ulen >= 8:
-        end = min(end, udp + ulen)
-    sport = frame[udp] << 8 | frame[udp + 1]
-    dport = frame[udp + 2] << 8 | frame[udp + 3]
-    return frame[26:30], frame[30:34], sport, dport, frame[udp + 8 : end]
+    if ulen >= 8 and udp + ulen < end:
+        end = udp + ulen
+    return src, dst, sport, dport, frame[udp + 8 : end]
+
+
+_UDP = Struct("!HHH")
 
 
 class CaptureError(ValueError):
@@ -145,7 +155,7 @@ class CaptureReader:
             wires: list[bytes]
             if udp is None:
                 wires = self.scanner.feed(ts_us, linktype, frame)
-            elif udp[4][:4] in _HEP3_MAGICS:
+            elif udp[4].startswith(_HEP3_MAGICS):
                 fast_hep += 1
                 wires = [udp[4]]
             elif len(udp[4]) <= _FAST_MAX_PAYLOAD and looks_like_sip(udp[4]):

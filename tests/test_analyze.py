@@ -569,3 +569,41 @@ def test_analyze_process_leaves_its_garbage_to_the_os(tmp_path: Path) -> None:
         threshold, all_frozen = out.stdout.splitlines()[-1].split()
         assert (int(threshold) == cli_mod.ANALYZE_GC_GEN0) is frozen
         assert all_frozen == str(frozen)
+
+
+def test_fast_path_header_reading_agrees_with_the_scanner() -> None:
+    """Frames with random header bytes (IP options, fragments flags, lengths, protocols,
+    cuts): whatever the Ethernet/IPv4/UDP shortcut accepts, collector.replay's dpkt-based
+    path reads as the same addresses, ports and payload."""
+    from collector import replay as rp
+    from consumers.capture import _ethernet_ipv4_udp
+
+    rng = random.Random(11)
+    sip = basic_call().obs[0]
+    bases = [sip_frame(sip), hep_frame(sip)]
+    options = bytearray(bases[0])
+    options[14] = 0x46  # one 4-byte IP option word before the UDP header
+    options[16:18] = (int.from_bytes(options[16:18], "big") + 4).to_bytes(2, "big")
+    bases.append(bytes(options[:34]) + b"\x01\x01\x01\x01" + bytes(options[34:]))
+    accepted = 0
+    for n in range(20000):
+        frame = bytearray(rng.choice(bases))
+        for _ in range(rng.randrange(0 if n < 3 else 1, 4)):
+            i = rng.randrange(12, 46)
+            frame[i] = rng.choice(
+                [0, 1, 4, 8, 17, 0x20, 0x40, 0x45, 0x46, 0xFF, rng.randrange(256)]
+            )
+        if rng.random() < 0.1:
+            frame = frame[: rng.randrange(len(frame) + 1)]
+        fast = _ethernet_ipv4_udp(bytes(frame))
+        if fast is None:
+            continue
+        accepted += 1
+        raw = rp.network_layer(rp.LINKTYPE_ETHERNET, bytes(frame))
+        assert raw is not None
+        dgram = rp._ip_datagram(raw, rp._Fragments(), rp.ScanStats())
+        assert dgram is not None and dgram.proto == 17
+        udp = dpkt.udp.UDP(dgram.payload)
+        payload = bytes(udp.data)[: udp.ulen - 8] if udp.ulen >= 8 else bytes(udp.data)
+        assert fast == (dgram.src, dgram.dst, udp.sport, udp.dport, payload)
+    assert accepted > 2000
