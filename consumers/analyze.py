@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from operator import attrgetter
+from itertools import compress
+from operator import attrgetter, not_
 from pathlib import Path
 from typing import Any
 
@@ -151,14 +152,18 @@ _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 def _plain(value: Any) -> Any:
     """`value` as asdict() would copy it, where the copy could differ in JSON (a nested
-    dataclass); lists of atoms and flat dicts of atoms are returned as they are."""
+    dataclass). Lists and str-keyed dicts are rebuilt only around values that need it."""
     kind = type(value)
     if kind in _ATOMS:
         return value
-    if kind is list and all(type(v) in _ATOMS for v in value):
-        return value
-    if kind is dict and all(type(k) is str and type(v) in _ATOMS for k, v in value.items()):
-        return value
+    if kind is list:
+        if all(type(v) in _ATOMS for v in value):
+            return value
+        return [_plain(v) for v in value]
+    if kind is dict and all(type(k) is str for k in value):
+        if all(type(v) in _ATOMS for v in value.values()):
+            return value
+        return {k: _plain(v) for k, v in value.items()}
     return asdict(_box()(value))["value"]
 
 
@@ -194,10 +199,11 @@ def _json_records(records: list[Any]) -> list[dict[str, Any]]:
         if shape is None:
             shape = shapes[cls] = _record_shape(cls)
         get, names, times = shape
-        d = dict(zip(names, get(r), strict=True))
-        for key, value in d.items():
-            if type(value) not in _ATOMS:
-                d[key] = _plain(value)
+        values = get(r)
+        d = dict(zip(names, values, strict=True))
+        # the fields whose value is not a str/int/float/bool/None, found without a Python loop
+        for key in compress(names, map(not_, map(_ATOMS.__contains__, map(type, values)))):
+            d[key] = _plain(d[key])
         d["kind"] = cls.kind
         for key, iso_key in times:
             d[iso_key] = iso_time(d[key])
