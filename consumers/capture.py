@@ -146,44 +146,34 @@ class CaptureReader:
         fast_hep = fast_sip = 0
         name = self.name
         node = str(_CAPTURE_ID)
+        from_wire = self._from_wire
+        fast = self.fast
         for number, (ts_us, linktype, frame) in enumerate(self._frames(), 1):
             stats.packets += 1
             # Fast path for the usual capture (Ethernet/IPv4/UDP, whole datagrams): the same
             # result as CaptureScanner without building dpkt objects or wrapping plain SIP as
             # HEP only to decode it again. Anything else goes through the scanner.
-            udp = _ethernet_ipv4_udp(frame) if self.fast and linktype == LINKTYPE_ETHERNET else None
-            wires: list[bytes]
-            if udp is None:
-                wires = self.scanner.feed(ts_us, linktype, frame)
-            elif udp[4].startswith(_HEP3_MAGICS):
-                fast_hep += 1
-                wires = [udp[4]]
-            elif len(udp[4]) <= _FAST_MAX_PAYLOAD and looks_like_sip(udp[4]):
-                fast_sip += 1
-                stats.observations += 1
-                src, dst, sport, dport, payload = udp
-                yield Observation(
-                    ts_us, inet_ntoa(src), sport, inet_ntoa(dst), dport, "udp",
-                    _CAPTURE_ID, node, "", f"{name}#{number}", payload,
-                )  # fmt: skip
-                continue
-            else:
-                wires = self.scanner.feed(ts_us, linktype, frame)
-            for k, wire in enumerate(wires, 1):
-                ref = f"{name}#{number}" if k == 1 else f"{name}#{number}.{k}"
-                try:
-                    pkt = decode(wire)
-                except HepError as exc:
-                    stats.reject(f"hep_{exc.reason.value}")
+            udp = _ethernet_ipv4_udp(frame) if fast and linktype == LINKTYPE_ETHERNET else None
+            if udp is not None:
+                if udp[4].startswith(_HEP3_MAGICS):
+                    fast_hep += 1
+                    obs = from_wire(udp[4], f"{name}#{number}")
+                    if obs is not None:
+                        yield obs
                     continue
-                if pkt.proto_type != PROTO_SIP:
-                    stats.reject("hep_not_sip")  # RTCP, logs, QoS reports ride HEP too
+                if len(udp[4]) <= _FAST_MAX_PAYLOAD and looks_like_sip(udp[4]):
+                    fast_sip += 1
+                    stats.observations += 1
+                    src, dst, sport, dport, payload = udp
+                    yield Observation(
+                        ts_us, inet_ntoa(src), sport, inet_ntoa(dst), dport, "udp",
+                        _CAPTURE_ID, node, "", f"{name}#{number}", payload,
+                    )  # fmt: skip
                     continue
-                if not pkt.payload:
-                    stats.reject("hep_empty_payload")
-                    continue
-                stats.observations += 1
-                yield from_hep(pkt, ref)
+            for k, wire in enumerate(self.scanner.feed(ts_us, linktype, frame), 1):
+                obs = from_wire(wire, f"{name}#{number}" if k == 1 else f"{name}#{number}.{k}")
+                if obs is not None:
+                    yield obs
         stats.hep = fast_hep
         stats.sip_wrapped = fast_sip
         if self._scanner is None:
@@ -197,6 +187,23 @@ class CaptureReader:
         stats.reject("not_hep_or_sip", s.ignored_payloads)
         stats.reject("tcp_gap", s.tcp_resyncs)
         stats.reject("sip_too_large", s.too_large)
+
+    def _from_wire(self, wire: bytes, ref: str) -> Observation | None:
+        """The observation a HEP packet carries, or None after counting why it has none."""
+        stats = self.stats
+        try:
+            pkt = decode(wire)
+        except HepError as exc:
+            stats.reject(f"hep_{exc.reason.value}")
+            return None
+        if pkt.proto_type != PROTO_SIP:
+            stats.reject("hep_not_sip")  # RTCP, logs, QoS reports ride HEP too
+            return None
+        if not pkt.payload:
+            stats.reject("hep_empty_payload")
+            return None
+        stats.observations += 1
+        return from_hep(pkt, ref)
 
     def _frames(self) -> Iterator[tuple[int, int, bytes]]:
         try:
