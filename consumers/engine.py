@@ -27,6 +27,7 @@ from consumers.detectors.base import Detector, Output
 from consumers.observation import Observation
 from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, record_id
 from consumers.sip import parse_message
+from consumers.tracking.freezer import release
 from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Tracker, TrackerConfig
@@ -240,6 +241,9 @@ class Engine:
                 out.records.append(self._dialog_record(call, dialog, reason))
         else:
             out.records.append(self._dialog_record(call, None, reason))
+        # Nothing refers to the call any more: break its cycles so reference counting frees
+        # it now instead of the cycle collector later (about a tenth of the engine's time).
+        release(call)
 
     def _proxy_ips(self, node: str) -> set[str]:
         return {ip for ip, _ in self.dedup.proxies.get(node, ())}

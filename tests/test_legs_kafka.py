@@ -199,11 +199,13 @@ def test_legs_stage_waits_for_a_lagging_hep_partition(broker, tmp_path):
     stage.args[1] = "legs"
     stage.start()
     out = tmp_path / "out"
-    _wait(out, lambda rows: bool(_c12(rows)), timeout=6)
-    assert _c12(_records(out)) == [], "decided while partition 1 was behind"
-    send(b_rest)
-    rows = _wait(out, lambda rows: bool(_c12(rows)), timeout=30)
-    stage.stop()
+    try:
+        _wait(out, lambda rows: bool(_c12(rows)), timeout=6)
+        assert _c12(_records(out)) == [], "decided while partition 1 was behind"
+        send(b_rest)
+        rows = _wait(out, lambda rows: bool(_c12(rows)), timeout=30)
+    finally:
+        stage.stop()
     assert [a["anomaly"] for a in _c12(rows)] == ["update_to_reinvite"], stage.log()
 
 
