@@ -110,7 +110,12 @@ class LogicalMessage:
     @property
     def ts(self) -> int:
         """Event time: when the sender sent it (the earliest copy) (C.0 rule 2)."""
-        return min(o.ts_us for o in self.observations)
+        observations = self.observations
+        ts = observations[0].ts_us
+        for o in observations:
+            if o.ts_us < ts:
+                ts = o.ts_us
+        return ts
 
     def __repr__(self) -> str:
         return f"<LogicalMessage {self.msg.start_line!r} x{len(self.observations)}>"

@@ -258,15 +258,21 @@ class Engine:
         cseq = msg.cseq
         se = msg.session_expires
         allow, supported, require = msg.allow, msg.supported, msg.require
-        rows = [
-            ObservationRow(o.ts_us, o.src_ip, o.src_port, o.dst_ip, o.dst_port, h, o.ref, c)
-            for o, c, h in zip(observations, lm.copies, self.dedup.hops_of(lm), strict=True)
-        ]
+        # One pass for the rows and the event time (lm.ts, the earliest copy); hops_of has
+        # one hop per copy, as copies has.
+        rows = []
+        append = rows.append
+        ts = obs.ts_us
+        for o, c, h in zip(observations, lm.copies, self.dedup.hops_of(lm)):  # noqa: B905
+            t = o.ts_us
+            if t < ts:
+                ts = t
+            append(ObservationRow(t, o.src_ip, o.src_port, o.dst_ip, o.dst_port, h, o.ref, c))
         # Positional, in field order (a keyword call costs a name search per field); the
         # field each value fills is named on its line.
         return MessageRecord(
             record_id(obs.ref),  # id
-            lm.ts,  # event_time_us
+            ts,  # event_time_us
             obs.node,  # node
             obs.capture_id,  # capture_id
             msg.call_id or "",  # call_id

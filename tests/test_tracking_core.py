@@ -176,3 +176,43 @@ def test_engine_state_pickles_and_resumes():
     rest += eng2.flush()
     dialogs = [r for r in first + rest if r.kind == "dialog"]
     assert len(dialogs) == 1 and dialogs[0].end_reason == "bye"
+
+
+def test_record_routed_by_memoised_hosts_equals_the_full_parse():
+    # The tracker keeps each Record-Route text's hosts; the answer must be what walking
+    # the parsed entries gives, for every shape of the header.
+    from consumers.sip import parse_message
+    from consumers.tracking.model import Call
+    from consumers.tracking.tracker import Tracker
+
+    def reference(msg, proxies):
+        rr = msg.record_route
+        if not rr:
+            return False
+        if not proxies:
+            return None
+        return any(e.uri.host.strip("[]") in proxies for e in rr)
+
+    values = [
+        None,
+        "<sip:10.0.0.1:5060;lr>",
+        "<sip:10.0.0.9;lr>, <sip:10.0.0.1;lr>",
+        "<sip:[2001:db8::1]:5060;lr>",
+        "*",
+        "",
+        "<sip:proxy.example.com;lr>",
+        "garbage <<",
+        "sip:10.0.0.1;lr",
+    ]
+    for proxies in (set(), {"10.0.0.1"}, {"2001:db8::1"}, {"proxy.example.com"}):
+        tracker = Tracker(TrackerConfig(proxy_ips=proxies))
+        call = Call("c", "n", 0, "t", 0)
+        for twice in range(2):  # the second read comes from the memo
+            for value in values:
+                rr = "" if value is None else f"Record-Route: {value}\r\n"
+                head = f"SIP/2.0 200 OK\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n{rr}"
+                two = f"{head}Record-Route: <sip:10.0.0.1;lr>\r\n" if value else head
+                for text in (head, two):
+                    msg = parse_message(f"{text}Content-Length: 0\r\n\r\n".encode())
+                    want = reference(parse_message(msg.raw), proxies)
+                    assert tracker._record_routed(call, msg) is want, (twice, value, proxies)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.sip import SipMessage
+from consumers.sip.memo import remember, table
 from consumers.tracking.freezer import Freezer, dialog_count, last_ts, release
 from consumers.tracking.model import (
     CALLEE,
@@ -659,20 +660,24 @@ class Tracker:
             call.correlation_id = lm.observations[0].correlation_id
 
     def _record_routed(self, call: Call, msg: SipMessage) -> bool | None:
-        rr = msg.record_route
-        if not rr:
+        values = msg.headers.get("record-route")
+        if not values:
+            return False  # no Record-Route header: no entries
+        if len(values) == 1:
+            # A proxy writes the same Record-Route on every call: its hosts by text.
+            hosts = _RR_HOSTS.get(values[0])
+            if hosts is None:
+                hosts = remember(_RR_HOSTS, values[0], _route_hosts(msg))
+        else:
+            hosts = _route_hosts(msg)
+        if not hosts:
             return False
         proxies = set(self.config.proxy_ips)
         if self._proxy_ips is not None:
             proxies |= self._proxy_ips(call.node)
         if not proxies:
             return None
-        for entry in rr:
-            uri = entry.uri
-            host = (uri.host if uri is not None else "").strip("[]")
-            if host in proxies:
-                return True
-        return False
+        return not proxies.isdisjoint(hosts)
 
     # -- eviction classes ------------------------------------------------------------------
 
@@ -714,6 +719,17 @@ def _klass(call: Call) -> str:
         if state != _TERMINATED:
             all_terminated = False
     return ENDED if all_terminated else ATTEMPT
+
+
+# a Record-Route header value -> the hosts of its entries, top first
+_RR_HOSTS: dict[str, tuple[str, ...]] = table()
+
+
+def _route_hosts(msg: SipMessage) -> tuple[str, ...]:
+    """The host of each Record-Route entry, without IPv6 brackets."""
+    return tuple(
+        (entry.uri.host if entry.uri is not None else "").strip("[]") for entry in msg.record_route
+    )
 
 
 def _reliable(msg: SipMessage) -> bool:
