@@ -285,32 +285,38 @@ class Deduplicator:
         """Set `lm.origin` and `lm.hops` from its copies (call when releasing it); return
         (sender time, receiver time): the first in-copy, else the first copy; the first
         out-copy, else the last copy (C.0 rule 2)."""
-        hop = self.hop
+        # One pass: each copy's hop (`hop`, inlined) and the in/out/first/last times.
+        configured = self._configured
+        proxies = self.proxies
         observations = lm.observations
-        if len(observations) == 1:  # captured once: the loop below, unrolled
-            ts = observations[0].ts_us
-            h = hop(observations[0])
-            lm.hops = [h]
-            lm.origin = ORIGIN_PROXY if h == HOP_OUT and ts else ORIGIN_ENDPOINT
-            return (ts, ts)
-        hops = [hop(o) for o in observations]
-        lm.hops = hops
+        hops: list[str] = []
+        append = hops.append
         t_in = t_out = 0
         first = last = observations[0].ts_us
-        for h, o in zip(hops, observations, strict=True):
+        unknown = False
+        for o in observations:
+            known = proxies.get(o.node)
             ts = o.ts_us
             if ts < first:
                 first = ts
             elif ts > last:
                 last = ts
-            if h == HOP_IN:
+            dst = (o.dst_ip, o.dst_port)
+            if dst in configured or (known is not None and dst in known):
+                append(HOP_IN)
                 if not t_in or ts < t_in:
                     t_in = ts
-            elif h == HOP_OUT and (not t_out or ts < t_out):
-                t_out = ts
-        lm.origin = (
-            ORIGIN_PROXY if t_out and not t_in and HOP_UNKNOWN not in hops else ORIGIN_ENDPOINT
-        )
+                continue
+            src = (o.src_ip, o.src_port)
+            if src in configured or (known is not None and src in known):
+                append(HOP_OUT)
+                if not t_out or ts < t_out:
+                    t_out = ts
+            else:
+                append(HOP_UNKNOWN)
+                unknown = True
+        lm.hops = hops
+        lm.origin = ORIGIN_PROXY if t_out and not t_in and not unknown else ORIGIN_ENDPOINT
         return (t_in or first, t_out or last)
 
     def hops_of(self, lm: LogicalMessage) -> list[str]:
