@@ -447,3 +447,36 @@ def test_digest_ignores_the_origin_line_and_whitespace_only() -> None:
         assert _digest(other) == _digest(base), other
     for other in (base.replace(b"1.2.3.4", b"1.2.3.5"), base + b"a=sendonly\r\n", b""):
         assert _digest(other) != _digest(base), other
+
+
+def test_facts_remembered_per_bytes_are_the_facts_of_those_bytes() -> None:
+    """A description's facts are built once per bytes; a message whose body is not a
+    session description (another disposition) gets none even when the same bytes were."""
+    from consumers.detectors.sdp_changes import _FACTS, facts_of
+    from consumers.sip import parse_message
+
+    body = a_sdp(1, direction="sendonly").encode()
+
+    def msg(extra: str = "", payload: bytes = body) -> bytes:
+        return (
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: x\r\n"
+            b"From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCSeq: 1 INVITE\r\n"
+            + extra.encode()
+            + b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+
+    _FACTS.clear()
+    first = facts_of(parse_message(msg()))
+    assert first is not None and first.directions == ("sendonly",)
+    again = facts_of(parse_message(msg("Max-Forwards: 69\r\n")))
+    assert again is first
+    assert facts_of(parse_message(msg("Content-Disposition: render\r\n"))) is None
+    other = facts_of(parse_message(msg(payload=body.replace(b"sendonly", b"inactive"))))
+    assert other is not None and other.directions == ("inactive",)
+    _FACTS.clear()
+    fresh = facts_of(parse_message(msg()))
+    assert fresh is not None and fresh is not first
+    assert [getattr(fresh, n) for n in fresh.__slots__] == [
+        getattr(first, n) for n in first.__slots__
+    ]

@@ -64,7 +64,7 @@ from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
 from consumers.detectors.hops import sent_and_delivered
 from consumers.records import Severity
-from consumers.sip import SipMessage, codecs, effective_direction
+from consumers.sip import Sdp, SipMessage, codecs, effective_direction
 from consumers.sip.body import find_session_sdp
 from consumers.tracking.model import Transaction, other
 from consumers.tracking.sdpsummary import offer_answer_sdp, shared
@@ -78,6 +78,7 @@ HELD_DIRS = frozenset({"sendonly", "inactive"})
 AUX_CODECS = frozenset({"TELEPHONE-EVENT", "CN", "RED", "ULPFEC", "RTX", "FLEXFEC", "FEC"})
 PRECONDITION_ATTRS = frozenset({"curr", "des", "conf"})  # RFC 3312 §5
 _name = itemgetter(0)  # of an (attribute name, value) pair
+_UNSET = object()
 MAX_PENDING = 4
 # C.10 intent precedence: the first event found names the transaction.
 INTENT_ORDER = (
@@ -268,12 +269,35 @@ def sent_message(lm: LogicalMessage) -> SipMessage:
 # -- facts -------------------------------------------------------------------------------
 
 
+_FACTS: dict[bytes, SdpFacts | None] = {}
+_FACTS_MAX = 1024  # descriptions remembered; the table is emptied when full
+_FACTS_MAX_KEY = 8192
+
+
 def facts_of(msg: SipMessage) -> SdpFacts | None:
-    """The session SDP of a message (disposition "session", multipart searched), or None."""
+    """The session SDP of a message (disposition "session", multipart searched), or None.
+
+    Facts are a pure function of the description's bytes and never change once built, so
+    they are remembered per bytes: a 183 and the 2xx that repeats its SDP, a refresh
+    re-offering the same SDP, and the copies of one message share one object."""
     sdp = offer_answer_sdp(msg)
-    if sdp is None or (not sdp.media and sdp.origin is None):
+    if sdp is None:
         return None
     raw = find_session_sdp(msg.content_type, msg.content_disposition, msg.body) or b""
+    found = _FACTS.get(raw, _UNSET)
+    if found is not _UNSET:
+        return found  # type: ignore[return-value]
+    f = _facts(sdp, raw)
+    if len(raw) <= _FACTS_MAX_KEY:
+        if len(_FACTS) >= _FACTS_MAX:
+            _FACTS.clear()
+        _FACTS[raw] = f
+    return f
+
+
+def _facts(sdp: Sdp, raw: bytes) -> SdpFacts | None:
+    if not sdp.media and sdp.origin is None:
+        return None
     f = SdpFacts()
     if sdp.origin is not None:
         f.origin = (sdp.origin.username, sdp.origin.session_id)
