@@ -229,6 +229,13 @@ class Deduplicator:
             key = dedup_key(msg, obs)
         if self.fold(key, obs):
             return None
+        return self.start(msg, obs, now_us, key)
+
+    def start(
+        self, msg: SipMessage, obs: Observation, now_us: int, key: tuple[object, ...]
+    ) -> LogicalMessage:
+        """A new logical message for `obs`, whose `key` matched no open message (`fold`
+        returned False for it just now); what `add` does then."""
         self._seq += 1
         lm = LogicalMessage(msg, key, obs, self._seq)
         lm.expire_at = max(obs.ts_us, now_us) + self.window_us

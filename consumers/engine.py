@@ -121,7 +121,10 @@ class Engine:
             return
         if obs.ts_us < self.processed_until:
             self.stats.late += 1
-        lm = self.dedup.add(msg, obs, self.stream_time, key)
+        if key is None:
+            lm = self.dedup.add(msg, obs, self.stream_time)
+        else:  # fold(key) failed above, and nothing has been opened since
+            lm = self.dedup.start(msg, obs, self.stream_time, key)
         if lm is not None:
             heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
         if obs.ts_us > self.stream_time:
