@@ -217,7 +217,11 @@ class Tracker:
             ev = self._request(lm, msg, call, cseq.number, cseq.method, from_tag, to_tag, t, t_out)
         else:
             ev = self._response(lm, msg, call, cseq.number, cseq.method, from_tag, to_tag, t, t_out)
-        self._correlation(call, msg, lm)
+        headers = msg.headers
+        if "x-cid" in headers or "session-id" in headers or "p-charging-vector" in headers:
+            self._correlation(call, msg, lm)
+        elif not call.correlation_id:  # what _correlation does for the many without them
+            call.correlation_id = lm.observations[0].correlation_id
         dialog = ev.dialog
         if dialog is not None and t > dialog.last_ts:
             dialog.last_ts = t
@@ -226,7 +230,7 @@ class Tracker:
         lm.retransmission = ev.retransmission
         lm.sdp_role = ev.sdp_role
         self._classify(call)
-        self._compact_queue.append((t + self.config.linger_us, call))
+        self._compact_queue.append((t + 64_000 * self.config.t1_ms, call))  # linger_us
         return ev
 
     def expire(self, now_us: int, out: list[Call]) -> None:
