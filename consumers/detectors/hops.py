@@ -31,7 +31,21 @@ def sent_and_delivered(
     hit = _picked.get(key)
     if hit is not None and hit[0] is lm and hit[1] == len(lm.observations) and hit[2] is lm.hops:
         return hit[3]
-    found = _pick(lm, toward)
+    found = None
+    if toward is not None:
+        # `toward` only narrows the delivered copies to those sent there, keeping their
+        # order: when the unnarrowed pick already delivered there, it is the narrowed one.
+        hit = _picked.get((id(lm), None))
+        if (
+            hit is not None
+            and hit[0] is lm
+            and hit[1] == len(lm.observations)
+            and hit[2] is lm.hops
+            and hit[3][1].dst == toward
+        ):
+            found = hit[3]
+    if found is None:
+        found = _pick(lm, toward)
     if len(_picked) >= _MAX:
         _picked.clear()
     _picked[key] = (lm, len(lm.observations), lm.hops, found)
