@@ -480,3 +480,36 @@ def test_facts_remembered_per_bytes_are_the_facts_of_those_bytes() -> None:
     assert [getattr(fresh, n) for n in fresh.__slots__] == [
         getattr(first, n) for n in first.__slots__
     ]
+
+
+def test_remembered_codec_pairs_give_what_the_lists_give() -> None:
+    """_negotiated and _not_offered are remembered per pair of codec lists: on random
+    descriptions (removed streams, aux codecs, bare dynamic numbers, case) the remembered
+    answer is the computed one."""
+    import random
+
+    from consumers.detectors import sdp_changes as sc
+
+    rng = random.Random(11)
+    names = ["PCMU", "PCMA", "G722", "OPUS", "TELEPHONE-EVENT", "CN", "101", "96"]
+
+    def facts() -> sc.SdpFacts:
+        f = sc.SdpFacts()
+        n = rng.randint(1, 3)
+        f.ports = tuple(
+            rng.choice((0, 4000, 4002)) if rng.random() < 0.2 else 4000 for _ in range(n)
+        )
+        f.codecs = tuple(tuple(rng.sample(names, rng.randint(1, 4))) for _ in range(n))
+        f.formats = tuple(
+            tuple(c.lower() if c.isdigit() else str(i) for i, c in enumerate(cs)) for cs in f.codecs
+        )
+        return f
+
+    sc._NEGOTIATED.clear()
+    sc._NOT_OFFERED.clear()
+    for _ in range(3000):
+        offer, answer = facts(), facts()
+        for _ in range(2):  # computed, then remembered
+            assert sc._negotiated(offer, answer) == sc._negotiate(offer, answer)
+            assert sc._not_offered(offer, answer) == sc._find_not_offered(offer, answer)
+    assert sc._NEGOTIATED and sc._NOT_OFFERED

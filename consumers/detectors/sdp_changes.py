@@ -396,8 +396,29 @@ def diff(
     return tuple(out)
 
 
-def _negotiated(offer: SdpFacts, answer: SdpFacts) -> tuple[tuple[str, frozenset[str]] | None, ...]:
+Negotiated = tuple[tuple[str, frozenset[str]] | None, ...]
+# Codec lists repeat from call to call (the same user agents), so what two lists give is
+# remembered per pair of (shared) lists, for descriptions without removed streams.
+_NEGOTIATED: dict[tuple[object, object], Negotiated] = {}
+_NOT_OFFERED: dict[tuple[object, ...], tuple[int, tuple[str, ...]] | None] = {}
+_PAIRS_MAX = 1024
+
+
+def _negotiated(offer: SdpFacts, answer: SdpFacts) -> Negotiated:
     """Per stream: the codec the answerer chose first and the codecs both sides listed."""
+    if 0 in offer.ports or 0 in answer.ports:
+        return _negotiate(offer, answer)
+    key = (offer.codecs, answer.codecs)
+    found = _NEGOTIATED.get(key)
+    if found is None:
+        found = _negotiate(offer, answer)
+        if len(_NEGOTIATED) >= _PAIRS_MAX:
+            _NEGOTIATED.clear()
+        _NEGOTIATED[key] = found
+    return found
+
+
+def _negotiate(offer: SdpFacts, answer: SdpFacts) -> Negotiated:
     out: list[tuple[str, frozenset[str]] | None] = []
     for i in range(len(answer.ports)):
         if i >= len(offer.ports) or not answer.ports[i] or not offer.ports[i]:
@@ -669,32 +690,23 @@ def _answer_checks(led: SdpLedger, ch: SdpChange, pend: PendingOffer, ref: str) 
             )
         )
     n = min(len(offer.ports), len(answer.ports))
-    for i in range(n):
-        if not offer.ports[i] or not answer.ports[i]:
-            continue
-        offered = set(offer.codecs[i])
-        offered_fmts = set(offer.formats[i])
-        extra = [
-            c
-            for c, fmt in zip(answer.codecs[i], answer.formats[i], strict=False)
-            if c not in offered and not (c == fmt.upper() and fmt in offered_fmts)
-        ]
-        if extra:
-            ch.violations.append(
-                _violation(
-                    "answer_codec_not_in_offer",
-                    Severity.MEDIUM,
-                    side,
-                    evidence,
-                    i,
-                    offer,
-                    answer,
-                    offer_msg=pend.ref,
-                    answer_msg=ref,
-                    codecs_not_offered=extra,
-                )
+    found = _not_offered(offer, answer)
+    if found is not None:
+        i, extra = found
+        ch.violations.append(
+            _violation(
+                "answer_codec_not_in_offer",
+                Severity.MEDIUM,
+                side,
+                evidence,
+                i,
+                offer,
+                answer,
+                offer_msg=pend.ref,
+                answer_msg=ref,
+                codecs_not_offered=list(extra),
             )
-            break
+        )
     if offer.preconditions or answer.preconditions or prior is None:
         return
     for i in range(n):
@@ -721,6 +733,37 @@ def _answer_checks(led: SdpLedger, ch: SdpChange, pend: PendingOffer, ref: str) 
                 )
             )
             break
+
+
+def _not_offered(offer: SdpFacts, answer: SdpFacts) -> tuple[int, tuple[str, ...]] | None:
+    """The first stream live in both whose answer lists codecs the offer did not, and those
+    codecs (by name; a bare dynamic number the offer listed counts as offered)."""
+    if 0 in offer.ports or 0 in answer.ports:
+        return _find_not_offered(offer, answer)
+    key = (offer.codecs, offer.formats, answer.codecs, answer.formats)
+    found = _NOT_OFFERED.get(key, _UNSET)
+    if found is _UNSET:
+        found = _find_not_offered(offer, answer)
+        if len(_NOT_OFFERED) >= _PAIRS_MAX:
+            _NOT_OFFERED.clear()
+        _NOT_OFFERED[key] = found
+    return found  # type: ignore[return-value]
+
+
+def _find_not_offered(offer: SdpFacts, answer: SdpFacts) -> tuple[int, tuple[str, ...]] | None:
+    for i in range(min(len(offer.ports), len(answer.ports))):
+        if not offer.ports[i] or not answer.ports[i]:
+            continue
+        offered = set(offer.codecs[i])
+        offered_fmts = set(offer.formats[i])
+        extra = tuple(
+            c
+            for c, fmt in zip(answer.codecs[i], answer.formats[i], strict=False)
+            if c not in offered and not (c == fmt.upper() and fmt in offered_fmts)
+        )
+        if extra:
+            return i, extra
+    return None
 
 
 def _own_checks(led: SdpLedger, ch: SdpChange, ref: str) -> None:
