@@ -19,6 +19,7 @@ Message records are emitted when their dedup window closes, with every copy fold
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,10 @@ class Engine:
         self.stats = EngineStats()
         self.stream_time = 0
         self.processed_until = 0
+        # Logical messages waiting for the reorder window, by (first_ts, seq): those that
+        # came in capture-time order in a deque (append/popleft), the others in a heap.
         self._reorder: list[tuple[int, int, LogicalMessage]] = []
+        self._in_order: deque[tuple[int, int, LogicalMessage]] = deque()
         self._timers: list[tuple[int, int, str, str, str, Any]] = []
         self._timer_seq = 0
 
@@ -93,6 +97,8 @@ class Engine:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if "_in_order" not in state:  # a checkpoint from before the in-order queue
+            self._in_order = deque()
         self._routes = {}
         self._enders = _enders(self.detectors)
 
@@ -126,7 +132,13 @@ class Engine:
         else:  # fold(key) failed above, and nothing has been opened since
             lm = self.dedup.start(msg, obs, self.stream_time, key)
         if lm is not None:
-            heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
+            in_order = self._in_order
+            # seq grows with every message, so a first_ts not below the last one's keeps
+            # the deque sorted
+            if not in_order or in_order[-1][0] <= lm.first_ts:
+                in_order.append((lm.first_ts, lm.seq, lm))
+            else:
+                heapq.heappush(self._reorder, (lm.first_ts, lm.seq, lm))
         if obs.ts_us > self.stream_time:
             self.stream_time = obs.ts_us
 
@@ -161,9 +173,18 @@ class Engine:
         out = Output()
         out.anomaly_counts = self.stats.anomalies
         reorder = self._reorder
+        in_order = self._in_order
         timers = self._timers
-        while reorder and reorder[0][0] <= watermark:
-            ts, _, lm = heapq.heappop(reorder)
+        while True:
+            # the smaller head of the two queues ((first_ts, seq) is unique)
+            if in_order and not (reorder and reorder[0] < in_order[0]):
+                if in_order[0][0] > watermark:
+                    break
+                ts, _, lm = in_order.popleft()
+            elif reorder and reorder[0][0] <= watermark:
+                ts, _, lm = heapq.heappop(reorder)
+            else:
+                break
             if timers and timers[0][0] <= ts:
                 self._fire_timers(ts, out)
             self._process(lm, out)
