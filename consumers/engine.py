@@ -342,34 +342,50 @@ class Engine:
         else:
             end_reason = reason
         end_ts = (dialog.end_ts if dialog is not None and dialog.end_ts else 0) or call.last_ts
-        callee_tag = dialog.callee_tag if dialog is not None else ""
+        ua, addr = call.ua, call.addr
+        if dialog is None:
+            callee_tag = ""
+            start_ts, early, confirmed = call.first_ts, None, None
+            caller_ua, callee_ua = ua[CALLER], ua[CALLEE]
+            reinvites = updates = pracks = 0
+            anomalies = call.anomalies
+        else:
+            callee_tag = dialog.callee_tag
+            start_ts, early, confirmed = dialog.start_ts, dialog.early_ts, dialog.confirmed_ts
+            early, confirmed = early or None, confirmed or None
+            dialog_ua = dialog.ua
+            caller_ua = dialog_ua[CALLER] or ua[CALLER]
+            callee_ua = dialog_ua[CALLEE] or ua[CALLEE]
+            reinvites, updates, pracks = dialog.reinvites, dialog.updates, dialog.pracks
+            anomalies = dialog.anomalies
+        # Positional, in field order; the field each value fills is named on its line.
         return DialogRecord(
-            id=record_id(call.call_id, call.caller_tag, callee_tag, call.first_ts),
-            node=call.node,
-            call_id=call.call_id,
-            caller_tag=call.caller_tag,
-            callee_tag=callee_tag,
-            state=state.value,
-            start_time_us=dialog.start_ts if dialog is not None else call.first_ts,
-            early_time_us=(dialog.early_ts or None) if dialog is not None else None,
-            confirmed_time_us=(dialog.confirmed_ts or None) if dialog is not None else None,
-            end_time_us=end_ts,
-            end_reason=end_reason,
-            initial_status=initial,
-            call_id_owner="self" if call.owner_known else "unknown",
-            record_routed=call.record_routed,
-            caller_ua=(dialog.ua[CALLER] if dialog and dialog.ua[CALLER] else call.ua[CALLER]),
-            callee_ua=(dialog.ua[CALLEE] if dialog and dialog.ua[CALLEE] else call.ua[CALLEE]),
-            caller_ip=call.addr[CALLER],
-            callee_ip=call.addr[CALLEE],
-            reinvites=dialog.reinvites if dialog is not None else 0,
-            updates=dialog.updates if dialog is not None else 0,
-            pracks=dialog.pracks if dialog is not None else 0,
-            anomalies=dialog.anomalies if dialog is not None else call.anomalies,
-            x_cid=call.x_cid,
-            session_id_pair=call.session_id_pair,
-            icid=call.icid,
-            correlation_id=call.correlation_id,
+            record_id(call.call_id, call.caller_tag, callee_tag, call.first_ts),  # id
+            call.node,  # node
+            call.call_id,  # call_id
+            call.caller_tag,  # caller_tag
+            callee_tag,  # callee_tag
+            state.value,  # state
+            start_ts,  # start_time_us
+            early,  # early_time_us
+            confirmed,  # confirmed_time_us
+            end_ts,  # end_time_us
+            end_reason,  # end_reason
+            initial,  # initial_status
+            "self" if call.owner_known else "unknown",  # call_id_owner
+            call.record_routed,  # record_routed
+            caller_ua,  # caller_ua
+            callee_ua,  # callee_ua
+            addr[CALLER],  # caller_ip
+            addr[CALLEE],  # callee_ip
+            reinvites,  # reinvites
+            updates,  # updates
+            pracks,  # pracks
+            anomalies,  # anomalies
+            call.x_cid,  # x_cid
+            call.session_id_pair,  # session_id_pair
+            call.icid,  # icid
+            call.correlation_id,  # correlation_id
         )
 
 

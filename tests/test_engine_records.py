@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 
 from sipflow import Flow, sdp
 
@@ -24,6 +25,18 @@ def test_record_id_is_blake2b_of_the_parts_each_ended_by_0x1f():
     for parts in [("bench/0/17",), ("c\udcff@x", "a1", "", 1_700_000_000_000_000), (), (3,)]:
         assert record_id(*parts) == _id(*parts)
     assert record_id("x") != record_id("x", "")
+    # several parts are hashed as one text: the same bytes as part by part, also with
+    # separators, lone surrogates and non-ASCII next to the part boundaries
+    rng = random.Random(3)
+    pieces = ["a", "\x1f", "\ud800", "\udc00", "é", "\U0001f600", "", "0"]
+    for _ in range(20000):
+        parts = [
+            "".join(rng.choices(pieces, k=rng.randint(0, 3)))
+            if rng.random() < 0.8
+            else rng.randint(-5, 10**16)
+            for _ in range(rng.randint(0, 5))
+        ]
+        assert record_id(*parts) == _id(*parts), parts
 
 
 def _call() -> Flow:
