@@ -247,10 +247,16 @@ class Deduplicator:
         """Close and return the released messages whose window ended before `before_us`."""
         done: list[LogicalMessage] = []
         order = self._order
-        while order and order[0].released and order[0].expire_at < before_us:
-            lm = order.popleft()
-            if self._open.get(lm.key) is lm:
-                del self._open[lm.key]
+        open_ = self._open
+        while order:
+            lm = order[0]
+            if not lm.released or lm.expire_at >= before_us:
+                break
+            order.popleft()
+            key = lm.key
+            other = open_.pop(key, None)  # one lookup of the key (its hash is not cached)
+            if other is not lm and other is not None:
+                open_[key] = other  # a later message with the same key: it stays open
             done.append(lm)
         return done
 

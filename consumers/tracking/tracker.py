@@ -558,10 +558,14 @@ class Tracker:
             ):
                 dialog.offer = None  # the offer was rejected: nothing changes [3264 §4]
         elif status > 100:
-            if any(p.msg.raw == msg.raw for p in tx.provisional):
-                ev.retransmission = True
-            elif len(tx.provisional) < 8:
-                tx.provisional.append(lm)
+            raw = msg.raw
+            for p in tx.provisional:
+                if p.msg.raw == raw:
+                    ev.retransmission = True
+                    break
+            else:
+                if len(tx.provisional) < 8:
+                    tx.provisional.append(lm)
             if _reliable(msg):
                 tx.reliable_1xx = True
         if not ev.retransmission and status > 100:

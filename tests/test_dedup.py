@@ -1,5 +1,6 @@
-"""Deduplicator.classify: hops, origin and sender/receiver times of a logical message's
-copies (PROTOCOL.md C.0 rules 2 and 3), held to the rule written out copy by copy."""
+"""Deduplicator: classify (hops, origin and sender/receiver times of a logical message's
+copies, PROTOCOL.md C.0 rules 2 and 3) held to the rule written out copy by copy, and the
+open-message table across expiry."""
 
 from __future__ import annotations
 
@@ -59,3 +60,28 @@ def test_classify_equals_the_copy_by_copy_rule():
         assert lm.hops == hops
         assert lm.origin == origin
         assert dedup.hops_of(lm) == hops
+
+
+def test_expiring_a_message_keeps_a_later_one_with_the_same_key_open():
+    # A copy outside the first message's window opens a second message with the same key;
+    # when the first expires, the second must stay open for its own copies.
+    window = 1_000_000
+    dedup = Deduplicator(window)
+    msg = parse_message(
+        b"OPTIONS sip:a@x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKx\r\n"
+        b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+    )
+
+    def copy(ts: int, src: tuple[str, int]) -> Observation:
+        return Observation(ts, *src, "10.0.0.1", 5060, "udp", 1, "n", "", f"r{ts}", msg.raw)
+
+    first = dedup.add(msg, copy(0, ("10.0.0.2", 5060)), 0)
+    second = dedup.add(msg, copy(window + 10, ("10.0.0.3", 5060)), 0)
+    assert first is not None and second is not None and first.key == second.key
+    first.released = second.released = True
+    assert dedup.expire(window + 1) == [first]
+    assert len(dedup) == 1
+    assert dedup.add(msg, copy(window + 20, ("10.0.0.4", 5060)), window + 20) is None
+    assert len(second.observations) == 2
+    assert dedup.expire(3 * window) == [second]
+    assert len(dedup) == 0
