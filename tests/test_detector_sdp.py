@@ -513,3 +513,45 @@ def test_remembered_codec_pairs_give_what_the_lists_give() -> None:
             assert sc._negotiated(offer, answer) == sc._negotiate(offer, answer)
             assert sc._not_offered(offer, answer) == sc._find_not_offered(offer, answer)
     assert sc._NEGOTIATED and sc._NOT_OFFERED
+
+
+def test_remembered_codec_part_is_the_m_line_s() -> None:
+    """An m= line's codec names, formats and dynamic bindings, remembered per format list
+    and rtpmap entries, are those of the line on random descriptions, also after the
+    parser's and the ledger's tables are emptied."""
+    import random
+
+    from consumers.detectors import sdp_changes as sc
+    from consumers.sip import codecs, parse_sdp
+    from consumers.sip.memo import clear_all
+    from consumers.sip.sdp import Media
+
+    rng = random.Random(3)
+    encodings = ["PCMU", "pcma", "opus", "telephone-event", "G729", "AMR-WB", "CN"]
+
+    def fresh(m: Media) -> tuple[object, ...]:
+        dynamic = sorted(
+            (pt, f"{rm.encoding.upper()}/{rm.clock_rate or ''}")
+            for pt, rm in m.rtpmap.items()
+            if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
+        )
+        return (tuple(c.upper() for c in codecs(m)), tuple(m.formats), tuple(dynamic))
+
+    seen = 0
+    for n in range(4000):
+        if n % 500 == 0:
+            clear_all()
+            sc._CODEC_PARTS.clear()
+        fmts = rng.sample(["0", "8", "9", "18", "96", "97", "101", "126", "127", "13"], 3)
+        lines = [f"m=audio 4000 RTP/AVP {' '.join(fmts)}"]
+        for f in fmts:
+            if rng.random() < 0.6:
+                rate = rng.choice(["8000", "16000", "48000/2"])
+                lines.append(
+                    f"a=rtpmap:{rng.choice([f, '96', '101'])} {rng.choice(encodings)}/{rate}"
+                )
+        body = "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\n" + "\r\n".join(lines)
+        for m in parse_sdp(body.encode()).media:
+            assert sc._codec_part(m)[:3] == fresh(m), body
+            seen += 1
+    assert seen == 4000 and sc._CODEC_PARTS
