@@ -64,11 +64,10 @@ from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
 from consumers.detectors.hops import sent_and_delivered
 from consumers.records import Severity
-from consumers.sip import Sdp, SipMessage, codecs, effective_direction
+from consumers.sip import Sdp, SipMessage, effective_direction
 from consumers.sip.body import find_session_sdp
-from consumers.sip.sdp import Media, RtpMap
 from consumers.tracking.model import Transaction, other
-from consumers.tracking.sdpsummary import offer_answer_sdp, shared
+from consumers.tracking.sdpsummary import codec_part, offer_answer_sdp, shared
 from consumers.tracking.tracker import Event
 
 LEDGER = "sdp_ledger"
@@ -311,10 +310,10 @@ def _facts(sdp: Sdp, raw: bytes) -> SdpFacts | None:
         ports.append(m.port)
         conn = m.effective_connection
         addrs.append(conn.address if conn is not None else "")
-        part = _codec_part(m)
-        cods.append(part[0])
-        fmts.append(part[1])
-        pts.append(part[2])
+        part = codec_part(m)
+        cods.append(part[1])
+        fmts.append(part[2])
+        pts.append(part[3])
         if not f.preconditions and not PRECONDITION_ATTRS.isdisjoint(map(_name, m.attributes)):
             f.preconditions = True
     # Names repeat across calls and so do these tuples: one shared object each.
@@ -327,39 +326,6 @@ def _facts(sdp: Sdp, raw: bytes) -> SdpFacts | None:
     f.codecs, f.formats, f.pts = shared(tuple(cods)), shared(tuple(fmts)), shared(tuple(pts))
     f.digest = _digest(raw)
     return f
-
-
-# A UA lists the same formats and rtpmap lines in every call: the codec part of an m= line
-# is remembered per format list and rtpmap entries. The entries are keyed by identity (they
-# are shared per text by the parser) and kept alive by the value, so an id is never reused
-# while its key is stored.
-CodecPart = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...], tuple[RtpMap, ...]]
-_CODEC_PARTS: dict[tuple[tuple[str, ...], tuple[int, ...]], CodecPart] = {}
-_CODEC_PARTS_MAX = 1024
-
-
-def _codec_part(m: Media) -> CodecPart:
-    """(upper-case codec names, formats, dynamic PT -> NAME/rate bindings) of an m= line."""
-    rtpmap = m.rtpmap
-    key = (tuple(m.formats), tuple(map(id, rtpmap.values())))
-    part = _CODEC_PARTS.get(key)
-    if part is None:
-        dynamic = [
-            (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
-            for pt, rm in rtpmap.items()
-            if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
-        ]
-        dynamic.sort()
-        part = (
-            shared(tuple(map(intern, map(str.upper, codecs(m))))),
-            shared(tuple(map(intern, m.formats))),
-            shared(tuple(dynamic)),
-            tuple(rtpmap.values()),
-        )
-        if len(_CODEC_PARTS) >= _CODEC_PARTS_MAX:
-            _CODEC_PARTS.clear()
-        _CODEC_PARTS[key] = part
-    return part
 
 
 def _digest(raw: bytes) -> int:

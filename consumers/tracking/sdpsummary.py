@@ -3,7 +3,9 @@
 Summaries are tuples of interned strings and ints; the tuples that repeat from call to call
 (directions, codec lists) are shared through `shared`, a bounded table, so a dialog's
 summaries cost little more than their unique values (addresses, ports, session id).
-The SDP ledger of C.10/C.11 shares its tuples through the same table.
+The SDP ledger of C.10/C.11 shares its tuples through the same table, and both read the
+codec part of each m= line from `codec_part`, remembered per format list and rtpmap
+entries: a UA lists the same codecs in every call.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from sys import intern
 from typing import TypeVar
 
 from consumers.sip import Sdp, SipMessage, codecs, effective_direction
+from consumers.sip.sdp import Media, RtpMap
 from consumers.tracking.model import SdpSummary
 
 T = TypeVar("T", tuple, frozenset)  # type: ignore[type-arg]
@@ -29,6 +32,46 @@ def shared(value: T) -> T:
         _SHARED.clear()  # values that do not repeat: start afresh, as sip.memo does
     _SHARED[value] = value
     return value
+
+
+# (codec names, the same upper-case, formats, dynamic PT -> NAME/rate bindings sorted, the
+# rtpmap entries the key names by identity: kept alive here, so no id is reused while its
+# key is stored; the parser shares the entries per text, so the key repeats)
+CodecPart = tuple[
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[tuple[str, str], ...],
+    tuple[RtpMap, ...],
+]
+_CODEC_PARTS: dict[tuple[tuple[str, ...], tuple[int, ...]], CodecPart] = {}
+_CODEC_PARTS_MAX = 1024
+
+
+def codec_part(m: Media) -> CodecPart:
+    """The codec part of an m= line, interned and shared, remembered (see CodecPart)."""
+    rtpmap = m.rtpmap
+    key = (tuple(m.formats), tuple(map(id, rtpmap.values())))
+    part = _CODEC_PARTS.get(key)
+    if part is None:
+        names = tuple(map(intern, codecs(m)))
+        dynamic = [
+            (intern(pt), intern(f"{rm.encoding.upper()}/{rm.clock_rate or ''}"))
+            for pt, rm in rtpmap.items()
+            if pt.isdigit() and len(pt) <= 3 and 96 <= int(pt) <= 127
+        ]
+        dynamic.sort()
+        part = (
+            shared(names),
+            shared(tuple(map(intern, map(str.upper, names)))),
+            shared(tuple(map(intern, m.formats))),
+            shared(tuple(dynamic)),
+            tuple(rtpmap.values()),
+        )
+        if len(_CODEC_PARTS) >= _CODEC_PARTS_MAX:
+            _CODEC_PARTS.clear()
+        _CODEC_PARTS[key] = part
+    return part
 
 
 def offer_answer_sdp(msg: SipMessage) -> Sdp | None:
@@ -58,7 +101,7 @@ def summarize(sdp: Sdp) -> SdpSummary:
         ports.append(m.port)
         conn = m.effective_connection
         addresses.append(conn.address if conn is not None else "")
-        names.append(shared(tuple(map(intern, codecs(m)))))
+        names.append(codec_part(m)[0])
     return SdpSummary(
         origin=(intern(origin.username), origin.session_id) if origin else None,
         version=origin.version if origin else None,
