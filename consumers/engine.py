@@ -284,7 +284,7 @@ class Engine:
         allow, supported, require = msg.allow, msg.supported, msg.require
         # One pass for the rows and the event time (lm.ts, the earliest copy); hops_of has
         # one hop per copy, as copies has.
-        rows = []
+        rows: list[ObservationRow] = []
         append = rows.append
         ts = obs.ts_us
         for o, c, h in zip(observations, lm.copies, self.dedup.hops_of(lm)):  # noqa: B905
