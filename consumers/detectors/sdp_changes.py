@@ -66,7 +66,7 @@ from consumers.detectors.hops import sent_and_delivered
 from consumers.records import Severity
 from consumers.sip import Sdp, SipMessage, effective_direction
 from consumers.sip.body import find_session_sdp
-from consumers.tracking.model import Transaction, other
+from consumers.tracking.model import SdpSummary, Transaction, other
 from consumers.tracking.sdpsummary import codec_part, offer_answer_sdp, shared
 from consumers.tracking.tracker import Event
 
@@ -274,12 +274,14 @@ _FACTS_MAX = 1024  # descriptions remembered; the table is emptied when full
 _FACTS_MAX_KEY = 8192
 
 
-def facts_of(msg: SipMessage) -> SdpFacts | None:
+def facts_of(msg: SipMessage, summary: SdpSummary | None = None) -> SdpFacts | None:
     """The session SDP of a message (disposition "session", multipart searched), or None.
 
     Facts are a pure function of the description's bytes and never change once built, so
     they are remembered per bytes: a 183 and the 2xx that repeats its SDP, a refresh
-    re-offering the same SDP, and the copies of one message share one object."""
+    re-offering the same SDP, and the copies of one message share one object. `summary`,
+    the tracker's summary of this same message's SDP when there is one, gives the facts
+    they share (origin, directions, ports, addresses) without reading the SDP again."""
     sdp = offer_answer_sdp(msg)
     if sdp is None:
         return None
@@ -287,7 +289,7 @@ def facts_of(msg: SipMessage) -> SdpFacts | None:
     found = _FACTS.get(raw, _UNSET)
     if found is not _UNSET:
         return found  # type: ignore[return-value]
-    f = _facts(sdp, raw)
+    f = _facts(sdp, raw, summary)
     if len(raw) <= _FACTS_MAX_KEY:
         if len(_FACTS) >= _FACTS_MAX:
             _FACTS.clear()
@@ -295,21 +297,25 @@ def facts_of(msg: SipMessage) -> SdpFacts | None:
     return f
 
 
-def _facts(sdp: Sdp, raw: bytes) -> SdpFacts | None:
+def _facts(sdp: Sdp, raw: bytes, summary: SdpSummary | None = None) -> SdpFacts | None:
     if not sdp.media and sdp.origin is None:
         return None
     f = SdpFacts()
-    if sdp.origin is not None:
+    if summary is not None:
+        f.origin, f.version = summary.origin, summary.version
+        f.directions, f.ports, f.addresses = summary.directions, summary.ports, summary.addresses
+    elif sdp.origin is not None:
         f.origin = (sdp.origin.username, sdp.origin.session_id)
         f.version = sdp.origin.version
     # Names repeat across calls: interned, a million dialogs share one copy of each.
     kinds, dirs, ports, addrs, cods, fmts, pts = [], [], [], [], [], [], []
     for m in sdp.media:
         kinds.append(intern(m.media))
-        dirs.append(intern(effective_direction(m)))
-        ports.append(m.port)
-        conn = m.effective_connection
-        addrs.append(conn.address if conn is not None else "")
+        if summary is None:
+            dirs.append(intern(effective_direction(m)))
+            ports.append(m.port)
+            conn = m.effective_connection
+            addrs.append(conn.address if conn is not None else "")
         part = codec_part(m)
         cods.append(part[1])
         fmts.append(part[2])
@@ -317,12 +323,9 @@ def _facts(sdp: Sdp, raw: bytes) -> SdpFacts | None:
         if not f.preconditions and not PRECONDITION_ATTRS.isdisjoint(map(_name, m.attributes)):
             f.preconditions = True
     # Names repeat across calls and so do these tuples: one shared object each.
-    f.kinds, f.directions, f.ports, f.addresses = (
-        shared(tuple(kinds)),
-        shared(tuple(dirs)),
-        tuple(ports),
-        tuple(addrs),
-    )
+    f.kinds = shared(tuple(kinds))
+    if summary is None:
+        f.directions, f.ports, f.addresses = shared(tuple(dirs)), tuple(ports), tuple(addrs)
     f.codecs, f.formats, f.pts = shared(tuple(cods)), shared(tuple(fmts)), shared(tuple(pts))
     f.digest = _digest(raw)
     return f
@@ -472,7 +475,9 @@ def observe(ev: Event) -> SdpChange | None:
 
 def _sent_facts(ev: Event) -> SdpFacts | None:
     """The SDP of the event's message as its sender sent it."""
-    return facts_of(sent_message(ev.lm)) or facts_of(ev.msg)
+    msg = sent_message(ev.lm)
+    # ev.sdp is the tracker's summary of ev.msg (the first captured copy).
+    return facts_of(msg, ev.sdp if msg is ev.msg else None) or facts_of(ev.msg, ev.sdp)
 
 
 def _received(lm: LogicalMessage, sent: SdpFacts) -> SdpFacts:
