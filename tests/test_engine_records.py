@@ -13,7 +13,14 @@ import random
 from sipflow import Flow, sdp
 
 from consumers.engine import Engine, EngineConfig
-from consumers.records import DialogRecord, MessageRecord, ObservationRow, record_id
+from consumers.records import (
+    DialogRecord,
+    MessageRecord,
+    ObservationRow,
+    dialog_id,
+    message_id,
+    record_id,
+)
 
 
 def _id(*parts: object) -> str:
@@ -71,6 +78,20 @@ def _call() -> Flow:
     f.bye("B")
     f.obs = [dataclasses.replace(o, correlation_id=f"corr-{o.ref}") for o in f.obs]
     return f
+
+
+def test_message_and_dialog_ids_are_record_ids_of_their_parts():
+    rng = random.Random(5)
+    pieces = ["a", "\x1f", "\ud800", "\udc00", "é", "\U0001f600", "", "0", "@", "-"]
+
+    def text() -> str:
+        return "".join(rng.choices(pieces, k=rng.randint(0, 4)))
+
+    for _ in range(5000):
+        ref = text()
+        assert message_id(ref) == record_id(ref) == _id(ref)
+        parts = (text(), text(), text(), rng.randint(0, 10**16))
+        assert dialog_id(*parts) == record_id(*parts) == _id(*parts), parts
 
 
 def test_message_record_fields_of_a_2xx():
