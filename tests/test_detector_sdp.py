@@ -518,7 +518,7 @@ def test_remembered_codec_pairs_give_what_the_lists_give() -> None:
 def test_remembered_codec_part_is_the_m_line_s() -> None:
     """An m= line's codec names, formats and dynamic bindings, remembered per format list
     and rtpmap entries, are those of the line on random descriptions, also after the
-    parser's and the ledger's tables are emptied."""
+    parser's and the ledger's tables are emptied, and read again from the recent table."""
     import random
 
     from consumers.sip import codecs, parse_sdp
@@ -553,6 +553,36 @@ def test_remembered_codec_part_is_the_m_line_s() -> None:
                 )
         body = "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\n" + "\r\n".join(lines)
         for m in parse_sdp(body.encode()).media:
-            assert sdpsummary.codec_part(m)[:4] == fresh(m), body
+            part = sdpsummary.codec_part(m)
+            assert part[:4] == fresh(m), body
+            # read again (the ledger after the tracker): the part just made, by identity
+            assert sdpsummary._RECENT[id(m)] == (m, part)
+            assert sdpsummary.codec_part(m) is part
             seen += 1
     assert seen == 4000 and sdpsummary._CODEC_PARTS
+
+
+def test_facts_from_the_trackers_summary_are_the_facts_read_from_the_sdp() -> None:
+    """The ledger's facts built with the tracker's summary of the same description equal
+    those read from the description alone (hold, 0.0.0.0, removed and added streams)."""
+    from consumers.detectors import sdp_changes as sc
+    from consumers.sip import parse_sdp
+    from consumers.tracking.sdpsummary import summarize
+
+    bodies = [
+        sdp(version=1).encode(),
+        sdp(version=2, direction="sendonly").encode(),
+        sdp(version=3, addr="0.0.0.0").encode(),
+        sdp(
+            version=4, extra_media="m=video 40002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+        ).encode(),
+        sdp(version=5, port=0, direction=None).encode(),
+        b"v=0\r\ns=-\r\nc=IN IP4 h\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=curr:qos local none\r\n",
+    ]
+    for raw in bodies:
+        parsed = parse_sdp(raw)
+        a, b = sc._facts(parsed, raw), sc._facts(parsed, raw, summarize(parsed))
+        assert a is not None and b is not None
+        assert {n: getattr(a, n) for n in sc.SdpFacts.__slots__} == {
+            n: getattr(b, n) for n in sc.SdpFacts.__slots__
+        }, raw

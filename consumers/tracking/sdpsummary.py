@@ -48,8 +48,18 @@ _CODEC_PARTS: dict[tuple[tuple[str, ...], tuple[int, ...]], CodecPart] = {}
 _CODEC_PARTS_MAX = 1024
 
 
+# The parts of the m= lines read last, by identity: the tracker's summary and the ledger's
+# facts read the same parsed description one after the other. The entry keeps its Media
+# alive, so its id is not reused while stored.
+_RECENT: dict[int, tuple[Media, CodecPart]] = {}
+_RECENT_MAX = 16
+
+
 def codec_part(m: Media) -> CodecPart:
     """The codec part of an m= line, interned and shared, remembered (see CodecPart)."""
+    recent = _RECENT.get(id(m))
+    if recent is not None and recent[0] is m:
+        return recent[1]
     rtpmap = m.rtpmap
     key = (tuple(m.formats), tuple(map(id, rtpmap.values())))
     part = _CODEC_PARTS.get(key)
@@ -71,6 +81,9 @@ def codec_part(m: Media) -> CodecPart:
         if len(_CODEC_PARTS) >= _CODEC_PARTS_MAX:
             _CODEC_PARTS.clear()
         _CODEC_PARTS[key] = part
+    if len(_RECENT) >= _RECENT_MAX:
+        _RECENT.clear()
+    _RECENT[id(m)] = (m, part)
     return part
 
 
