@@ -26,14 +26,7 @@ from typing import Any
 from consumers.dedup import Deduplicator, LogicalMessage, fast_key
 from consumers.detectors.base import Detector, Output
 from consumers.observation import Observation
-from consumers.records import (
-    DialogRecord,
-    MessageRecord,
-    ObservationRow,
-    Record,
-    dialog_id,
-    message_id,
-)
+from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, record_id
 from consumers.sip import parse_message
 from consumers.tracking.freezer import release
 from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
@@ -286,25 +279,9 @@ class Engine:
         observations = lm.observations
         obs = observations[0]
         is_request = msg.is_request
-        (
-            call_id,
-            method,
-            status,
-            reason_phrase,
-            cseq,
-            from_tag,
-            to_tag,
-            user_agent,
-            server,
-            allow,
-            supported,
-            require,
-            se,
-            min_se,
-            has_sdp,
-            framing_reasons,
-            x_cid,
-        ) = msg.record_values()
+        cseq = msg.cseq
+        se = msg.session_expires
+        allow, supported, require = msg.allow, msg.supported, msg.require
         # One pass for the rows and the event time (lm.ts, the earliest copy); hops_of has
         # one hop per copy, as copies has.
         rows: list[ObservationRow] = []
@@ -318,18 +295,18 @@ class Engine:
         # Positional, in field order (a keyword call costs a name search per field); the
         # field each value fills is named on its line.
         return MessageRecord(
-            message_id(obs.ref),  # id
+            record_id(obs.ref),  # id
             ts,  # event_time_us
             obs.node,  # node
             obs.capture_id,  # capture_id
-            call_id or "",  # call_id
+            msg.call_id or "",  # call_id
             is_request,  # is_request
-            (method or "") if is_request else (cseq.method if cseq else ""),  # method
-            status or 0,  # status
-            reason_phrase or "",  # reason_phrase
+            (msg.method or "") if is_request else (cseq.method if cseq else ""),  # method
+            msg.status_code or 0,  # status
+            msg.reason_phrase or "",  # reason_phrase
             cseq.number if cseq else 0,  # cseq
-            from_tag or "",  # from_tag
-            to_tag or "",  # to_tag
+            msg.from_tag or "",  # from_tag
+            msg.to_tag or "",  # to_tag
             lm.direction,  # direction
             lm.state_at or "pre",  # dialog_state
             lm.origin,  # origin
@@ -339,18 +316,18 @@ class Engine:
             obs.src_port,  # src_port
             obs.dst_ip,  # dst_ip
             obs.dst_port,  # dst_port
-            (user_agent if is_request else server) or user_agent or "",  # user_agent
+            (msg.user_agent if is_request else msg.server) or msg.user_agent or "",  # user_agent
             None if allow is None else _sorted(allow),  # allow
             None if supported is None else _sorted(supported),  # supported
             None if require is None else _sorted(require),  # require
             se.delta if se else None,  # session_expires
             se.refresher if se else None,  # refresher
-            min_se,  # min_se
-            has_sdp,  # has_sdp
+            msg.min_se,  # min_se
+            msg.sdp is not None,  # has_sdp
             lm.sdp_role,  # sdp_role
-            framing_reasons,  # malformed (a fresh list)
+            msg.framing_reasons,  # malformed (a fresh list)
             obs.correlation_id,  # correlation_id
-            x_cid or "",  # x_cid
+            msg.x_cid or "",  # x_cid
             rows,  # observations
             msg.raw if self.config.keep_raw else b"",  # raw
         )
@@ -383,7 +360,7 @@ class Engine:
             anomalies = dialog.anomalies
         # Positional, in field order; the field each value fills is named on its line.
         return DialogRecord(
-            dialog_id(call.call_id, call.caller_tag, callee_tag, call.first_ts),  # id
+            record_id(call.call_id, call.caller_tag, callee_tag, call.first_ts),  # id
             call.node,  # node
             call.call_id,  # call_id
             call.caller_tag,  # caller_tag

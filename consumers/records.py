@@ -40,18 +40,6 @@ def record_id(*parts: object) -> str:
     return blake2b(data, digest_size=8).hexdigest()
 
 
-def message_id(ref: str) -> str:
-    """`record_id(ref)` for a message record (its evidence id), without the generic path."""
-    return blake2b((ref + "\x1f").encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
-def dialog_id(call_id: str, caller_tag: str, callee_tag: str, start_us: int) -> str:
-    """`record_id(call_id, caller_tag, callee_tag, start_us)` for a dialog record, without
-    the generic path (one formatted text: the same bytes for these str and int parts)."""
-    text = f"{call_id}\x1f{caller_tag}\x1f{callee_tag}\x1f{start_us}\x1f"
-    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
 @dataclass(slots=True)
 class ObservationRow:
     """One captured copy of a logical message (C.0.1, C.0.2)."""

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.legs import summary
-from consumers.records import record_id
 from consumers.sip import parse_message
 from consumers.sip.name_addr import parse_name_addr
 from consumers.sip.uri import parse_uri
@@ -66,12 +65,6 @@ def test_name_addr_user_cases() -> None:
     bare = parse_message(b"INVITE sip:x@y SIP/2.0\r\nFrom: sip:carol@h;tag=2\r\n\r\n")
     assert summary._name_addr_user(bare, "from") == "carol"
     assert summary._name_addr_user(bare, "to") == ""  # no To at all
-
-
-@settings(max_examples=500, deadline=None)
-@given(texts, texts, st.sampled_from(["setup", "request", "final"]), texts)
-def test_leg_id_is_record_id(node: str, call_id: str, fact: str, ref: str) -> None:
-    assert summary._leg_id(node, call_id, fact, ref) == record_id("leg", node, call_id, fact, ref)
 
 
 def test_tokens_sorted_and_a_fresh_list_each_time() -> None:

@@ -2,8 +2,6 @@
 
 - `via.origin_key` (the dedup key's originating Via) against `parse_via`;
 - `via.bottom_via_text` against the last value `parse_via_values` parses.
-- `SipMessage.record_values` (the message record's values in one call) against the
-  accessors, with every cache unset and with every cache set.
 Inputs: Via-shaped values built from fragments, mutated sample Vias, and random text.
 """
 
@@ -14,7 +12,6 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.sip import SipMessage, parse_message
 from consumers.sip.via import bottom_via_text, origin_key, parse_via, parse_via_values
 
 SETTINGS = settings(
@@ -309,80 +306,3 @@ def test_fast_key_random_bytes(data: bytes) -> None:
     _same_key(
         b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z\r\nCall-ID: a\r\nCSeq: 1 BYE\r\n" + data
     )
-
-
-# --- SipMessage.record_values against the accessors --------------------------------------
-
-RECORD_LINES = [
-    "Call-ID: a84b4c76e66710",
-    "i: compact",
-    "CSeq: 314159 INVITE",
-    "CSeq: x",
-    "CSeq: 99999999999 BYE",
-    "From: <sip:a@x>;tag=1928",
-    'From: "A, b" <sip:a@x;tag=no>;tag="q',
-    "f: a;tag=",
-    "To: <sip:b@x>",
-    "To: b <sip:b@x>;tag=a6c",
-    "User-Agent: UA/1",
-    "Server: S/2",
-    "X-CID: xc",
-    "Allow: INVITE, ACK,bye",
-    "Allow:",
-    "Supported: timer, 100rel",
-    "k: Timer",
-    "Require: 100REL",
-    "Session-Expires: 1800;refresher=uac",
-    "x: 90",
-    "Session-Expires: zz",
-    "Min-SE: 90",
-    "Min-SE: 99999999999",
-    "Content-Type: application/sdp",
-    "Content-Length: 0",
-    "Content-Length: 10",
-    "Content-Length: x",
-    "Via: SIP/2.0/UDP h;branch=z9hG4bKa",
-    "bad line",
-    " folded",
-    "Content-Disposition: session",
-]
-
-
-SDP_BODY = (
-    "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
-    "m=audio 4000 RTP/AVP 0\r\n"
-)
-
-
-def _accessor_values(m: SipMessage) -> tuple[object, ...]:
-    return (
-        m.call_id, m.method, m.status_code, m.reason_phrase, m.cseq, m.from_tag, m.to_tag,
-        m.user_agent, m.server, m.allow, m.supported, m.require, m.session_expires, m.min_se,
-        m.sdp is not None, m.framing_reasons, m.x_cid,
-    )  # fmt: skip
-
-
-@SETTINGS
-@given(
-    st.sampled_from(
-        ["INVITE sip:b@x SIP/2.0", "SIP/2.0 200 OK", "SIP/2.0 999 X", "ACK sip:b SIP/2.0", "x"]
-    ),
-    st.lists(st.sampled_from(RECORD_LINES), max_size=14),
-    st.sampled_from(["", SDP_BODY, "junk"]),
-)
-def test_record_values_equal_the_accessors(start: str, lines: list[str], body: str) -> None:
-    raw = ("\r\n".join([start, *lines]) + "\r\n\r\n" + body).encode()
-    expected = _accessor_values(parse_message(raw))
-    fresh = parse_message(raw)  # every cache unset: the accessors run from record_values
-    assert fresh.record_values() == expected
-    warm = parse_message(raw)  # every cache set: read directly
-    _accessor_values(warm)
-    values = warm.record_values()
-    assert values == expected
-    assert values[15] is not warm.record_values()[15]  # framing_reasons: a fresh list
-
-
-@pytest.mark.parametrize("name", sorted(ALL))
-def test_record_values_of_the_samples(name: str) -> None:
-    raw = ALL[name]
-    assert parse_message(raw).record_values() == _accessor_values(parse_message(raw))

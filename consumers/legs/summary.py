@@ -22,10 +22,8 @@ Times are the sender's (in-copy) times, C.0 rule 2.
 
 from __future__ import annotations
 
-from hashlib import blake2b
-
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
-from consumers.records import LegRecord
+from consumers.records import LegRecord, record_id
 from consumers.sip import SipMessage
 from consumers.sip.lexing import percent_unescape
 from consumers.sip.memo import remember, table
@@ -178,7 +176,7 @@ def _base(
     if state == "terminated":
         state = "mortal"
     return LegRecord(
-        id=_leg_id(call.node, call.call_id, fact, lm.ref),
+        id=record_id("leg", call.node, call.call_id, fact, lm.ref),
         fact=fact,
         event_time_us=when,
         detected_at_us=max(now_us, when),
@@ -212,12 +210,6 @@ def _ua(call: Call, dialog: Dialog | None, side: int) -> str:
     if dialog is not None and dialog.ua[side]:
         return dialog.ua[side]
     return call.ua[side]
-
-
-def _leg_id(node: str, call_id: str, fact: str, ref: str) -> str:
-    """`records.record_id("leg", node, call_id, fact, ref)`, hashed in one update."""
-    data = f"leg\x1f{node}\x1f{call_id}\x1f{fact}\x1f{ref}\x1f".encode("utf-8", "surrogatepass")
-    return blake2b(data, digest_size=8).hexdigest()
 
 
 def _tokens(values: frozenset[str] | None) -> list[str] | None:

@@ -749,68 +749,6 @@ class SipMessage:
 
     # -- bulk read ------------------------------------------------------------------------
 
-    def record_values(self) -> tuple[Any, ...]:
-        """What a message record needs, in one call (the engine's per-message hot path):
-        (call_id, method, status_code, reason_phrase, cseq, from_tag, to_tag, user_agent,
-        server, allow, supported, require, session_expires, min_se, has_sdp,
-        framing_reasons, x_cid). Each value is what its accessor gives (cached slots are
-        read directly, unset ones go through the accessor); framing_reasons is a fresh list."""
-        headers = self.headers
-        values = headers.get("call-id")
-        call_id = values[0] if values else None
-        values = headers.get("user-agent")
-        user_agent = values[0] if values else None
-        values = headers.get("server")
-        server = values[0] if values else None
-        values = headers.get("x-cid")
-        x_cid = values[0] if values else None
-        cseq = self._c_cseq
-        if cseq is _UNSET:
-            cseq = self.cseq
-        from_tag = self._c_from_tag
-        if from_tag is _UNSET:
-            from_tag = self.from_tag
-        to_tag = self._c_to_tag
-        if to_tag is _UNSET:
-            to_tag = self.to_tag
-        allow = self._c_allow
-        if allow is _UNSET:
-            allow = self.allow
-        supported = self._c_supported
-        if supported is _UNSET:
-            supported = self.supported
-        require = self._c_require
-        if require is _UNSET:
-            require = self.require
-        session_expires = self._c_session_expires
-        if session_expires is _UNSET:
-            session_expires = self.session_expires
-        min_se = self._c_min_se
-        if min_se is _UNSET:
-            min_se = self.min_se
-        sdp = self._c_sdp
-        if sdp is _UNSET:
-            sdp = self.sdp
-        return (
-            call_id,
-            self.method,
-            self.status_code,
-            self.reason_phrase,
-            cseq,
-            from_tag,
-            to_tag,
-            user_agent,
-            server,
-            allow,
-            supported,
-            require,
-            session_expires,
-            min_se,
-            sdp is not None,
-            list(self._framing_reasons),
-            x_cid,
-        )
-
     # -- helpers --------------------------------------------------------------------------
 
     def _rare_value(self, key: str) -> Any:
