@@ -72,6 +72,13 @@ def iter_frames(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
             raise NotACapture(f"{path}: not a pcap or pcapng file")
 
 
+def _grown(f: BinaryIO, buf: bytes, pos: int, need: int = CHUNK) -> bytes | None:
+    """The unread rest of `buf` (from `pos`) with at least `need` more bytes read, or fewer
+    at the end of the file; None when the file has nothing more."""
+    more = f.read(max(CHUNK, need))
+    return buf[pos:] + more if more else None
+
+
 # --- pcap ----------------------------------------------------------------------------------------
 
 
@@ -88,10 +95,9 @@ def _pcap(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
     pos, size = 0, len(buf)
     while True:
         if size - pos < 16:
-            more = f.read(CHUNK)
-            if more:
-                buf, pos = buf[pos:] + more, 0
-                size = len(buf)
+            grown = _grown(f, buf, pos)
+            if grown is not None:
+                buf, pos, size = grown, 0, len(grown)
                 continue
             if pos == size:
                 return
@@ -100,10 +106,9 @@ def _pcap(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
         start = pos + 16
         end = start + caplen
         if end > size:
-            more = f.read(max(CHUNK, end - size))
-            if more:
-                buf, pos = buf[pos:] + more, 0
-                size = len(buf)
+            grown = _grown(f, buf, pos, end - size)
+            if grown is not None:
+                buf, pos, size = grown, 0, len(grown)
                 continue
         if nano:
             us, rest = divmod(sec * 1_000_000_000 + frac, 1000)
@@ -158,10 +163,9 @@ def _pcapng(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
     sections = 0
     while True:
         if size - pos < 12:
-            more = f.read(CHUNK)
-            if more:
-                buf, pos = buf[pos:] + more, 0
-                size = len(buf)
+            grown = _grown(f, buf, pos)
+            if grown is not None:
+                buf, pos, size = grown, 0, len(grown)
                 continue
             if pos == size:
                 break
@@ -180,10 +184,9 @@ def _pcapng(f: BinaryIO, magic: bytes) -> Iterator[tuple[int, int, bytes]]:
         if length < 12:
             raise CaptureTruncated(f"pcapng block of {length} bytes")
         if end > size:
-            more = f.read(max(CHUNK, end - size))
-            if more:
-                buf, pos = buf[pos:] + more, 0
-                size = len(buf)
+            grown = _grown(f, buf, pos, end - size)
+            if grown is not None:
+                buf, pos, size = grown, 0, len(grown)
                 continue
             raise CaptureTruncated("the file ends inside a block")
         if tail.unpack_from(buf, end - 4)[0] != length:
