@@ -123,17 +123,10 @@ static PyObject *plain_start_line(const char *p, Py_ssize_t n) {
                          (Py_ssize_t)(sp2 - sp1 - 1), sp2 + 1, (Py_ssize_t)7, Py_None, Py_None);
 }
 
-static PyObject *split_headers(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t start;
-    PyObject *names;
-    if (!PyArg_ParseTuple(args, "y*nO!", &buf, &start, &PyDict_Type, &names)) return NULL;
-    const char *data = (const char *)buf.buf;
-    Py_ssize_t size = buf.len;
-    PyObject *result = NULL, *headers = NULL, *start_line = NULL, *parsed_line = NULL;
-    if (start < 0 || start > size) goto none;
-
-    /* end of the header block: the first CRLFCRLF at or after start */
+/* End of the header block: the offset of the first CRLFCRLF at or after start, or -1 when
+ * there is none or a byte before it is not ASCII (both callers then leave the message to
+ * the Python path). */
+static Py_ssize_t ascii_block_end(const char *data, Py_ssize_t start, Py_ssize_t size) {
     Py_ssize_t end = -1;
     for (const char *p = data + start; p + 4 <= data + size;) {
         const char *cr = memchr(p, '\r', (size_t)(data + size - p));
@@ -144,9 +137,24 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
         }
         p = cr + 1;
     }
-    if (end < 0) goto none;
+    if (end < 0) return -1;
     for (Py_ssize_t i = start; i < end; i++)
-        if ((unsigned char)data[i] >= 0x80) goto none;
+        if ((unsigned char)data[i] >= 0x80) return -1;
+    return end;
+}
+
+static PyObject *split_headers(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t start;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "y*nO!", &buf, &start, &PyDict_Type, &names)) return NULL;
+    const char *data = (const char *)buf.buf;
+    Py_ssize_t size = buf.len;
+    PyObject *result = NULL, *headers = NULL, *start_line = NULL, *parsed_line = NULL;
+    if (start < 0 || start > size) goto none;
+
+    Py_ssize_t end = ascii_block_end(data, start, size);
+    if (end < 0) goto none;
 
     headers = PyDict_New();
     if (headers == NULL) goto error;
@@ -290,19 +298,8 @@ static PyObject *key_fields(PyObject *self, PyObject *arg) {
     long status = 0;
     if (size == 0 || data[0] == '\r' || data[0] == '\n') goto none;
 
-    Py_ssize_t end = -1;
-    for (const char *p = data; p + 4 <= data + size;) {
-        const char *cr = memchr(p, '\r', (size_t)(data + size - p));
-        if (cr == NULL || cr + 4 > data + size) break;
-        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n') {
-            end = cr - data;
-            break;
-        }
-        p = cr + 1;
-    }
+    Py_ssize_t end = ascii_block_end(data, 0, size);
     if (end < 0) goto none;
-    for (Py_ssize_t i = 0; i < end; i++)
-        if ((unsigned char)data[i] >= 0x80) goto none;
 
     const char *block_end = data + end;
     const char *nl = memchr(data, '\n', (size_t)end);
