@@ -5,11 +5,17 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+# What the install builds from: a change to any of it reinstalls (the compiled modules'
+# extensions are found before their sources, see setup.py).
+BUILT_FROM := pyproject.toml setup.py $(sort $(wildcard consumers/sip/*.py \
+	consumers/tracking/*.py consumers/detectors/*.py */*/*.c)) consumers/engine.py \
+	consumers/dedup.py consumers/observation.py consumers/legs/summary.py \
+	consumers/record_ids.py
+STAMP := $(VENV)/.installed-$(shell cat $(BUILT_FROM) | md5sum | cut -c1-12)
 
 .PHONY: run test venv debs lint format bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(BUILT_FROM)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -36,6 +42,8 @@ test: $(STAMP) debs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@echo "the sans-I/O tests again on the interpreted sources of the compiled modules:"
+	HEPWATCH_PURE_PYTHON=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not integration and not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

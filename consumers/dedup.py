@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.observation import Observation
 from consumers.sip import SipMessage, parse_message
@@ -33,21 +36,22 @@ from consumers.sip.numeric_headers import parse_cseq
 from consumers.sip.via import bottom_via_text, origin_key
 
 try:
-    from consumers.sip._scan import key_fields as _key_fields
+    from consumers.sip._scan import key_fields as _key_fields  # type: ignore
 except ImportError:  # no compiler at install time: every copy is parsed in full
     _key_fields = None
 
 # bottom Via text -> origin_key(text): a relayed message's copies share their bottom Via
-_ORIGINS: dict[str, tuple[str, str]] = table()
+_ORIGINS: Final[dict[str, tuple[str, str]]] = table()
 
-HOP_IN = "in"
-HOP_OUT = "out"
-HOP_UNKNOWN = "unknown"
+HOP_IN: Final = "in"
+HOP_OUT: Final = "out"
+HOP_UNKNOWN: Final = "unknown"
 
-ORIGIN_ENDPOINT = "endpoint"
-ORIGIN_PROXY = "proxy"
+ORIGIN_ENDPOINT: Final = "endpoint"
+ORIGIN_PROXY: Final = "proxy"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class LogicalMessage:
     """One SIP message as sent by its originator, with every captured copy of it."""
 
@@ -132,11 +136,11 @@ def dedup_key(msg: SipMessage, obs: Observation) -> tuple[object, ...]:
         return ("raw", digest, obs.src, obs.dst)
     origin_via = origin_key(bottom)
     if msg.is_request:
-        return ("q", call_id, cseq.number, cseq.method, msg.method, origin_via)
+        return ("q", call_id, cseq.number, cseq.method, msg.method, origin_via)  # type: ignore
     status = msg.status_code or 0
     if status == 100:
-        return ("r100", call_id, cseq.number, cseq.method, origin_via, obs.src, obs.dst)
-    return ("r", call_id, cseq.number, cseq.method, status, msg.to_tag or "", origin_via)
+        return ("r100", call_id, cseq.number, cseq.method, origin_via, obs.src, obs.dst)  # type: ignore
+    return ("r", call_id, cseq.number, cseq.method, status, msg.to_tag or "", origin_via)  # type: ignore
 
 
 def fast_key(obs: Observation) -> tuple[object, ...] | None:
@@ -173,6 +177,7 @@ def fast_key(obs: Observation) -> tuple[object, ...] | None:
     return ("r", call_id, cseq.number, cseq.method, status, tag or "", origin_via)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Deduplicator:
     """Folds observations into logical messages within `window_us` of the first copy."""
 

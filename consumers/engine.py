@@ -21,12 +21,15 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import Deduplicator, LogicalMessage, fast_key
 from consumers.detectors.base import Detector, Output
 from consumers.observation import Observation
-from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, record_id
+from consumers.record_ids import record_id
+from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record
 from consumers.sip import parse_message
 from consumers.tracking.freezer import release
 from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
@@ -34,6 +37,7 @@ from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Tracker, TrackerConfig
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class EngineConfig:
     reorder_window_ms: int = 300
@@ -53,6 +57,7 @@ class EngineConfig:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class EngineStats:
     observations: int = 0
@@ -65,6 +70,24 @@ class EngineStats:
     anomalies: dict[str, int] = field(default_factory=dict)
 
 
+# What a checkpoint of the engine holds.
+_STATE: Final = (
+    "config",
+    "detectors",
+    "_by_name",
+    "dedup",
+    "tracker",
+    "stats",
+    "stream_time",
+    "processed_until",
+    "_reorder",
+    "_in_order",
+    "_timers",
+    "_timer_seq",
+)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Engine:
     def __init__(
         self, config: EngineConfig | None = None, detectors: list[Detector] | None = None
@@ -91,12 +114,14 @@ class Engine:
         self._timer_seq = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_routes", None)  # a cache: rebuilt on demand
-        return state
+        # Named, not self.__dict__: compiled, the engine has no instance dict. _routes is a
+        # cache, rebuilt on demand.
+        return {name: getattr(self, name) for name in _STATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        for name, value in state.items():
+            if name in _STATE:
+                setattr(self, name, value)
         if "_in_order" not in state:  # a checkpoint from before the in-order queue
             self._in_order = deque()
         self._routes = {}
@@ -394,7 +419,7 @@ def _enders(detectors: list[Detector]) -> list[Detector]:
     return [d for d in detectors if type(d).on_call_end is not Detector.on_call_end]
 
 
-_SORTED: dict[frozenset[str], tuple[str, ...]] = {}
+_SORTED: Final[dict[frozenset[str], tuple[str, ...]]] = {}
 
 
 def _sorted(tokens: frozenset[str]) -> list[str]:

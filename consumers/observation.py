@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from collector.hep.model import HepPacket
 
-_TRANSPORTS = {6: "tcp", 17: "udp", 132: "sctp"}
+_TRANSPORTS: Final = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Observation:
     ts_us: int  # capture time (HEP timestamp), microseconds since the epoch
@@ -52,7 +56,10 @@ def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
     corr_text = corr.decode("utf-8", "replace") if corr else ""
     if node is None:
         node = pkt.node_name.decode("utf-8", "replace") if pkt.node_name else str(pkt.capture_id)
-    src_ip, dst_ip = pkt.src_ip, pkt.dst_ip
+    # Read as Any: a decoder may hand a bytearray or memoryview, and compiled code would
+    # check the declared type.
+    packet: Any = pkt
+    src_ip, dst_ip = packet.src_ip, packet.dst_ip
     try:
         src = _IP_TEXT.get(src_ip) or _ip_text(src_ip)
         dst = _IP_TEXT.get(dst_ip) or _ip_text(dst_ip)
@@ -76,11 +83,11 @@ def from_hep(pkt: HepPacket, ref: str, node: str | None = None) -> Observation:
 
 
 # packed address -> text: a capture sees the same few proxy and peer addresses over and over
-_IP_TEXT: dict[bytes, str] = {}
-_IP_TEXT_LIMIT = 65536
+_IP_TEXT: Final[dict[bytes, str]] = {}
+_IP_TEXT_LIMIT: Final = 65536
 
 
-def _ip_text(packed: bytes) -> str:
+def _ip_text(packed: bytes | bytearray | memoryview) -> str:
     if len(packed) == 4:
         text = socket.inet_ntop(socket.AF_INET, packed)
     elif len(packed) == 16:

@@ -8,7 +8,7 @@ session_change, dialog, anomaly); a sink stores them. The protocol is three call
   is allowed, silently losing one it does store is not).
 - `flush()`: make everything written so far durable (a file fsync, a ClickHouse INSERT
   acknowledged). The consumer commits Kafka offsets only after `flush()` returns, so a crash
-  replays from the last flush; records carry deterministic ids (`records.record_id`), which
+  replays from the last flush; records carry deterministic ids (`record_ids.record_id`), which
   lets a table that deduplicates by id (ReplacingMergeTree) absorb the replay.
 - `close()`: flush and release; the sink is not used afterwards.
 

@@ -22,7 +22,8 @@ from consumers.clickhouse.client import Client, connect
 from consumers.clickhouse.migrations import apply_migrations, load_migrations, split_statements
 from consumers.clickhouse.rows import TABLES, AddressPacker, map_field, pack_address
 from consumers.clickhouse.sink import ClickHouseSink, SinkFlushError
-from consumers.records import MessageRecord, Record, record_id
+from consumers.record_ids import record_id
+from consumers.records import MessageRecord, Record
 from hepwatch.config import ClickHouseConfig, TtlConfig
 
 # The flows are dated 2023; keep them inside the tables' TTL.

@@ -13,11 +13,11 @@ import random
 from sipflow import Flow, sdp
 
 from consumers.engine import Engine, EngineConfig
+from consumers.record_ids import record_id
 from consumers.records import (
     DialogRecord,
     MessageRecord,
     ObservationRow,
-    record_id,
 )
 
 

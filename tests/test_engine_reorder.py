@@ -10,6 +10,7 @@ import random
 from capture_build import make_calls
 
 from consumers.engine import Engine, EngineConfig
+from consumers.tracking.tracker import Tracker
 
 
 def _jittered(seed: int, spread_us: int) -> list:
@@ -18,20 +19,22 @@ def _jittered(seed: int, spread_us: int) -> list:
     return [o for _, o in sorted((o.ts_us + rng.randint(0, spread_us), o) for o in obs)]
 
 
+class _SpyTracker(Tracker):
+    """Records the (first_ts, seq) of every message the engine hands to the tracker."""
+
+    def process(self, lm, t, t_out):
+        self.seen.append((lm.first_ts, lm.seq))
+        return super().process(lm, t, t_out)
+
+
 def _check_runs(engine: Engine, observations: list, restore_every: int) -> tuple[int, bool]:
     processed = 0
     heap_used = False
+    engine.tracker = _SpyTracker(engine.config.tracker, proxy_ips=engine._proxy_ips)
     for n, obs in enumerate(observations, 1):
         seen: list[tuple[int, int]] = []
-        process = engine.tracker.process
-
-        def spy(lm, t, t_out, seen=seen, process=process):
-            seen.append((lm.first_ts, lm.seq))
-            return process(lm, t, t_out)
-
-        engine.tracker.process = spy
+        engine.tracker.seen = seen
         engine.feed(obs)
-        del engine.tracker.process
         watermark = engine.stream_time - engine.config.reorder_window_ms * 1000
         assert seen == sorted(seen), "processed out of (first_ts, seq) order"
         assert all(ts <= watermark for ts, _ in seen)

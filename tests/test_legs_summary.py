@@ -3,7 +3,7 @@
 `setup_record` reads the From/To/Request-URI users, the Allow tokens and the record id
 without building NameAddr/Uri objects or hashing part by part; these property tests hold
 each shortcut to the reference it replaces (`parse_name_addr(...).uri.user`,
-`parse_uri(...).user`, `sorted(allow)`, `records.record_id`).
+`parse_uri(...).user`, `sorted(allow)`, `record_ids.record_id`).
 """
 
 from __future__ import annotations

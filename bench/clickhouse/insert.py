@@ -43,6 +43,7 @@ from consumers.clickhouse.client import connect
 from consumers.clickhouse.migrations import apply_migrations
 from consumers.clickhouse.native import HAVE_NATIVE
 from consumers.clickhouse.sink import ClickHouseSink
+from consumers.record_ids import record_id
 from consumers.records import (
     AnomalyRecord,
     DialogRecord,
@@ -50,7 +51,6 @@ from consumers.records import (
     ObservationRow,
     Record,
     SessionChangeRecord,
-    record_id,
 )
 from consumers.runtime import tune_gc
 from hepwatch.config import ClickHouseConfig

@@ -24,7 +24,7 @@ from .model import AUTH_KEY, HepPacket
 from .sipscan import find_call_id, looks_like_sip
 
 try:
-    from ._speedups import decode_v3 as _decode_plain
+    from ._speedups import decode_v3 as _decode_plain  # type: ignore
 except ImportError:  # no compiler at install time: the Python decoder does it all
     _decode_plain = None
 

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from consumers.dedup import LogicalMessage
-from consumers.records import AnomalyRecord, Record, Severity, record_id
+from consumers.record_ids import record_id
+from consumers.records import AnomalyRecord, Record, Severity
 from consumers.tracking.model import CALLER, DIRECTIONS, Call, Dialog, other
 from consumers.tracking.tracker import Event
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Detector:
     """Base class: override the hooks you need. `family` is the catalogue section."""
 
@@ -59,6 +63,7 @@ class Detector:
         return None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Output:
     """Collects the records of one engine step and the timers detectors ask for."""
 
@@ -88,11 +93,13 @@ class Output:
         side: int | None = None,
         event_time_us: int | None = None,
         evidence: list[LogicalMessage] | list[str] | None = None,
-        confidence: float = 1.0,
+        confidence: float | None = None,
         state: str | None = None,
         **fields: Any,
     ) -> AnomalyRecord:
         """Record an anomaly. `lm` is the triggering message; `side` the offending side."""
+        if confidence is None:
+            confidence = 1.0
         msg = lm.msg if lm is not None else None
         obs = lm.first if lm is not None else None
         refs: list[str] = []

@@ -29,7 +29,9 @@ hold the dialog.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.detectors.base import Detector, Output
 from consumers.records import Severity
@@ -37,15 +39,16 @@ from consumers.tracking.model import Call, Dialog, Transaction
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-FAMILY = "C.6"
-CONFIRMED = (DialogState.MORATORIUM, DialogState.ESTABLISHED)
-CONFIRMED_NAMES = {
+FAMILY: Final = "C.6"
+CONFIRMED: Final = (DialogState.MORATORIUM, DialogState.ESTABLISHED)
+CONFIRMED_NAMES: Final = {
     "INVITE": ("reinvite_481", Severity.HIGH),
     "UPDATE": ("update_481", Severity.HIGH),
     "BYE": ("bye_481", Severity.MEDIUM),
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Dialog481Detector(Detector):
     name: ClassVar[str] = "dialog_481"
     family: ClassVar[str] = FAMILY

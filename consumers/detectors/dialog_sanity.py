@@ -29,7 +29,9 @@ Owns `cseq_regression`, `in_dialog_request_after_bye`, `unknown_dialog_request`,
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -38,11 +40,14 @@ from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-PENDING = "c14_pending"  # call.ext: (from-tag, CSeq, method) -> _Held, until the final response
-SUBSCRIPTION = "c14_subscription"  # dialog.ext: a REFER/SUBSCRIBE created a subscription usage
-GONE = (DialogState.MORTAL, DialogState.TERMINATED)
+# call.ext: (from-tag, CSeq, method) -> _Held, until the final response
+PENDING: Final = "c14_pending"
+# dialog.ext: a REFER/SUBSCRIBE created a subscription usage
+SUBSCRIPTION: Final = "c14_subscription"
+GONE: Final = (DialogState.MORTAL, DialogState.TERMINATED)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Held:
     """A request whose anomaly waits for its final response to be graded."""
 
@@ -58,6 +63,7 @@ class _Held:
         self.fields = fields
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class DialogSanityDetector(Detector):
     name: ClassVar[str] = "dialog_sanity"
     family: ClassVar[str] = "C.14"

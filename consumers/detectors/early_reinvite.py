@@ -31,7 +31,9 @@ response_origin, torn_down and other_branch_confirmed.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -40,10 +42,11 @@ from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-TX_TIMEOUT_US = 32_000_000  # 64*T1 [RFC 3261 §17.1.1.2]
-EXT = "c3_early"
+TX_TIMEOUT_US: Final = 32_000_000  # 64*T1 [RFC 3261 §17.1.1.2]
+EXT: Final = "c3_early"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Case:
     __slots__ = (
         "callee_tag",
@@ -84,6 +87,7 @@ class _Case:
         self.torn_down = False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class EarlyReinviteDetector(Detector):
     name: ClassVar[str] = "early_reinvite"
     family: ClassVar[str] = "C.3"

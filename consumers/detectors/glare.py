@@ -35,7 +35,9 @@ Fields: t_491 and t_retry are µs since the epoch like event times; *_ms are mil
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -44,14 +46,15 @@ from consumers.tracking.model import CALLEE, CALLER, Call, Dialog, Transaction, 
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-OWNER_WINDOW_MS = (2100, 4000)  # RFC 3261 §14.1: the side that generated the Call-ID
-OTHER_WINDOW_MS = (0, 2000)
-UNKNOWN_WINDOW_MS = (0, 4000)  # owner unknown: the union of both windows
-HOLD_US = 32_000_000  # 64*T1: a 2xx is not retransmitted past this [RFC 3261 §13.3.1.4]
-MAX_HOLDS = 8
-EXT = "c1_glare"
+OWNER_WINDOW_MS: Final = (2100, 4000)  # RFC 3261 §14.1: the side that generated the Call-ID
+OTHER_WINDOW_MS: Final = (0, 2000)
+UNKNOWN_WINDOW_MS: Final = (0, 4000)  # owner unknown: the union of both windows
+HOLD_US: Final = 32_000_000  # 64*T1: a 2xx is not retransmitted past this [RFC 3261 §13.3.1.4]
+MAX_HOLDS: Final = 8
+EXT: Final = "c1_glare"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Hold:
     """Something one side sent that a crossing INVITE/offer collides with until it ends.
 
@@ -78,6 +81,7 @@ class _Hold:
         self.init_offer_holder = -1
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Wait:
     """A side got a 491 and owes a retry."""
 
@@ -111,6 +115,7 @@ class _Wait:
         self.retry_count = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _State:
     __slots__ = ("holds", "last491", "repeat_reported", "streak", "waiting")
 
@@ -140,6 +145,7 @@ def _offers(method: str) -> bool:
     return method in ("INVITE", "UPDATE", "PRACK")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class GlareDetector(Detector):
     name: ClassVar[str] = "glare"
     family: ClassVar[str] = "C.1"

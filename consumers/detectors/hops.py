@@ -10,11 +10,13 @@ classified again (`Deduplicator.classify` and `hops_of` give a message a new hop
 
 from __future__ import annotations
 
+from typing import Final
+
 from consumers.dedup import LogicalMessage
 from consumers.dedup import sent_and_delivered as _pick
 from consumers.observation import Observation
 
-_MAX = 64  # (message, toward) pairs remembered; a step asks about two or three
+_MAX: Final = 64  # (message, toward) pairs remembered; a step asks about two or three
 
 Address = tuple[str, int]
 _picked: dict[

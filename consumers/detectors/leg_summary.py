@@ -14,15 +14,18 @@ between legs), and the initial INVITE's own attempts.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import ORIGIN_PROXY
 from consumers.detectors.base import Detector, Event, Output
 from consumers.legs.summary import SESSION_METHODS, final_record, request_record, setup_record
 
-_SETUP_DONE = "leg_setup"
+_SETUP_DONE: Final = "leg_setup"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class LegSummaryDetector(Detector):
     name = "leg_summary"
     family = "C.12"

@@ -33,7 +33,9 @@ the first final response other than 422/401/407 to a retry, when no retry came w
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -42,13 +44,14 @@ from consumers.records import Severity
 from consumers.tracking.model import Call, Transaction, other
 from consumers.tracking.tracker import Event
 
-FAMILY = "C.9"
-CHAINS_KEY = "min_se_422"
+FAMILY: Final = "C.9"
+CHAINS_KEY: Final = "min_se_422"
 
 # (scope: "" before the dialog, else the callee tag; requester side)
 ChainKey = tuple[str, int]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Finding:
     __slots__ = ("extra", "lm", "name", "severity", "side")
 
@@ -62,6 +65,7 @@ class _Finding:
         self.extra = extra
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Chain:
     """One requester's run of 422s and retries."""
 
@@ -103,6 +107,7 @@ class _Chain:
         return max(self.min_se_values, default=0)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Min422Detector(Detector):
     name: ClassVar[str] = "min_se_422"
     family: ClassVar[str] = FAMILY

@@ -47,7 +47,9 @@ INVITE's own copies (HEP duplication multiplies every copy alike).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -55,18 +57,19 @@ from consumers.records import Severity
 from consumers.tracking.model import CALLER, Call, Dialog
 from consumers.tracking.tracker import Event
 
-FAMILY = "C.7"
-PENDING_KEY = "missing_ack"
-EARLY_KEY = "missing_ack_early"  # ACKs processed before any final response (reordering)
+FAMILY: Final = "C.7"
+PENDING_KEY: Final = "missing_ack"
+EARLY_KEY: Final = "missing_ack_early"  # ACKs processed before any final response (reordering)
 
-BY_UAS = "uas"
-BY_UAC = "uac"
-BY_PROXY = "proxy"
+BY_UAS: Final = "uas"
+BY_UAC: Final = "uac"
+BY_PROXY: Final = "proxy"
 
 # (UAC side, CSeq number, callee tag) of one INVITE transaction of one dialog
 PendingKey = tuple[int, int, str]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Pending:
     """A 2xx to an INVITE whose ACK has not been seen yet."""
 
@@ -100,6 +103,7 @@ class _Pending:
         self.bye_by = ""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class MissingAckDetector(Detector):
     name: ClassVar[str] = "missing_ack"
     family: ClassVar[str] = FAMILY
@@ -304,7 +308,7 @@ class MissingAckDetector(Detector):
             confidence=round(confidence, 3),
             t_2xx_first=pend.t_first,
             t_2xx_last=pend.t_last,
-            **{"2xx_retransmissions": retransmissions},
+            **{"2xx_retransmissions": retransmissions},  # type: ignore
             ack_seen=bool(pend.ack_ts),
             ack_delay_ms=_ms(pend.ack_ts - pend.t_first) if pend.ack_ts else None,
             bye_after_ms=_ms(pend.bye_ts - pend.t_first) if pend.bye_ts else None,

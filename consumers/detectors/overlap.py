@@ -33,7 +33,9 @@ resend_after_ms, plus overlap_kind, second_method and response_status.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -41,15 +43,16 @@ from consumers.records import Severity
 from consumers.tracking.model import Call, Dialog, Transaction, other
 from consumers.tracking.tracker import Event
 
-TX_TIMEOUT_US = 32_000_000  # 64*T1: Timer B / Timer F [RFC 3261 §17.1.1.2, §17.1.2.2]
-EXT = "c2_overlap"
+TX_TIMEOUT_US: Final = 32_000_000  # 64*T1: Timer B / Timer F [RFC 3261 §17.1.1.2, §17.1.2.2]
+EXT: Final = "c2_overlap"
 # Answers that precede or replace the overlap check at the UAS, so they say nothing about it.
-EXEMPT = frozenset(
+EXEMPT: Final = frozenset(
     {400, 401, 403, 405, 407, 408, 413, 414, 415, 416, 420, 421, 422, 423, 481, 482, 483}
     | {487, 491, 493, 500, 501, 503, 505, 513}
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Case:
     """An overlapping request Y awaiting its final response."""
 
@@ -66,6 +69,7 @@ class _Case:
         self.reported = False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Resend:
     """S was told to wait Retry-After seconds before sending `method` again."""
 
@@ -82,6 +86,7 @@ class _Resend:
         self.case_fields: dict[str, Any] = {}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _State:
     __slots__ = ("cases", "resend")
 
@@ -97,6 +102,7 @@ def _get(dialog: Dialog) -> _State | None:
     return dialog.ext.get(EXT) if dialog.ext else None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class OverlapDetector(Detector):
     name: ClassVar[str] = "overlap"
     family: ClassVar[str] = "C.2"

@@ -35,7 +35,9 @@ confidence 0.6 when no PRACK at all was captured on the dialog (tracing gap, C.0
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.detectors.base import Detector, Output
 from consumers.records import Severity
@@ -43,10 +45,11 @@ from consumers.tracking.model import SIDE_NAMES, Dialog, other
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-FAMILY = "C.13"
-MAX_UNACKED = 4
+FAMILY: Final = "C.13"
+MAX_UNACKED: Final = 4
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Reliable:
     """Reliable-1xx facts of one INVITE transaction on one dialog."""
 
@@ -76,6 +79,7 @@ class _Reliable:
         self.last_prack: tuple[int, bool] | None = None  # (PRACK CSeq, matched a 1xx)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class PrackDetector(Detector):
     name: ClassVar[str] = "prack"
     family: ClassVar[str] = FAMILY

@@ -58,7 +58,9 @@ from __future__ import annotations
 import hashlib
 from operator import itemgetter
 from sys import intern
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -70,18 +72,18 @@ from consumers.tracking.model import SdpSummary, Transaction, other
 from consumers.tracking.sdpsummary import codec_part, offer_answer_sdp, shared
 from consumers.tracking.tracker import Event
 
-LEDGER = "sdp_ledger"
-NULL_ADDR = "0.0.0.0"
-RECV_DIRS = frozenset({"sendrecv", "recvonly"})
-HELD_DIRS = frozenset({"sendonly", "inactive"})
+LEDGER: Final = "sdp_ledger"
+NULL_ADDR: Final = "0.0.0.0"
+RECV_DIRS: Final = frozenset({"sendrecv", "recvonly"})
+HELD_DIRS: Final = frozenset({"sendonly", "inactive"})
 # Formats that ride along with the voice/video codec and never are "the" codec.
-AUX_CODECS = frozenset({"TELEPHONE-EVENT", "CN", "RED", "ULPFEC", "RTX", "FLEXFEC", "FEC"})
-PRECONDITION_ATTRS = frozenset({"curr", "des", "conf"})  # RFC 3312 §5
-_name = itemgetter(0)  # of an (attribute name, value) pair
-_UNSET = object()
-MAX_PENDING = 4
+AUX_CODECS: Final = frozenset({"TELEPHONE-EVENT", "CN", "RED", "ULPFEC", "RTX", "FLEXFEC", "FEC"})
+PRECONDITION_ATTRS: Final = frozenset({"curr", "des", "conf"})  # RFC 3312 §5
+_name: Final = itemgetter(0)  # of an (attribute name, value) pair
+_UNSET: Final = object()
+MAX_PENDING: Final = 4
 # C.10 intent precedence: the first event found names the transaction.
-INTENT_ORDER = (
+INTENT_ORDER: Final = (
     "hold",
     "resume",
     "add_stream",
@@ -92,6 +94,7 @@ INTENT_ORDER = (
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpFacts:
     """What the C.10/C.11 rules need of one session description, per m= line."""
 
@@ -134,6 +137,7 @@ class SdpFacts:
         return next((c for c in self.codecs[i] if c not in AUX_CODECS), "")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class PendingOffer:
     """An offer whose answer has not been committed yet."""
 
@@ -173,6 +177,7 @@ class PendingOffer:
         self.legacy = 0  # the offerer's c=0.0.0.0 hold mask once committed
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Violation:
     __slots__ = ("evidence", "fields", "name", "severity", "side")
 
@@ -186,6 +191,7 @@ class Violation:
         self.fields = fields
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpChange:
     """What one SDP-carrying message did to the dialog's session."""
 
@@ -217,6 +223,7 @@ class SdpChange:
         self.violations: list[Violation] = []
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpLedger:
     __slots__ = ("change", "committed", "legacy", "negotiated", "pending", "sent", "seq")
 
@@ -269,9 +276,9 @@ def sent_message(lm: LogicalMessage) -> SipMessage:
 # -- facts -------------------------------------------------------------------------------
 
 
-_FACTS: dict[bytes, SdpFacts | None] = {}
-_FACTS_MAX = 1024  # descriptions remembered; the table is emptied when full
-_FACTS_MAX_KEY = 8192
+_FACTS: Final[dict[bytes, SdpFacts | None]] = {}
+_FACTS_MAX: Final = 1024  # descriptions remembered; the table is emptied when full
+_FACTS_MAX_KEY: Final = 8192
 
 
 def facts_of(msg: SipMessage, summary: SdpSummary | None = None) -> SdpFacts | None:
@@ -397,9 +404,9 @@ def diff(
 Negotiated = tuple[tuple[str, frozenset[str]] | None, ...]
 # Codec lists repeat from call to call (the same user agents), so what two lists give is
 # remembered per pair of (shared) lists, for descriptions without removed streams.
-_NEGOTIATED: dict[tuple[object, object], Negotiated] = {}
-_NOT_OFFERED: dict[tuple[object, ...], tuple[int, tuple[str, ...]] | None] = {}
-_PAIRS_MAX = 1024
+_NEGOTIATED: Final[dict[tuple[object, object], Negotiated]] = {}
+_NOT_OFFERED: Final[dict[tuple[object, ...], tuple[int, tuple[str, ...]] | None]] = {}
+_PAIRS_MAX: Final = 1024
 
 
 def _negotiated(offer: SdpFacts, answer: SdpFacts) -> Negotiated:
@@ -904,6 +911,7 @@ def _violation(
     return Violation(name, severity, side, evidence, fields)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpChangeDetector(Detector):
     """Emits the C.11 violations (and hold_legacy_0000) the ledger finds."""
 

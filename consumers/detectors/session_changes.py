@@ -49,7 +49,9 @@ Anomalies (severity per the catalogue; C.0 scale where it gives none):
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -62,21 +64,22 @@ from consumers.detectors.sdp_changes import (
     reliable_1xx,
     sent_message,
 )
-from consumers.records import SessionChangeRecord, Severity, record_id
+from consumers.record_ids import record_id
+from consumers.records import SessionChangeRecord, Severity
 from consumers.sip import SipMessage
 from consumers.sip.memo import remember, table
 from consumers.tracking.model import CALLEE, CALLER, DIRECTIONS, Call, Dialog, Transaction, other
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-METHODS = ("INVITE", "UPDATE", "PRACK")
-TX_EXT = "c10_tx"  # call.ext: (from-tag, CSeq, method) -> _TxInfo, until the final response
-DIALOG_EXT = "c10"  # dialog.ext: _DialogFacts
-FATAL = (481, 408)
-NONFATAL = (488, 491)
-GONE = (DialogState.MORTAL, DialogState.TERMINATED)
-CONFIRMED = (DialogState.MORATORIUM, DialogState.ESTABLISHED)
-STATUS_CLASSES = {
+METHODS: Final = ("INVITE", "UPDATE", "PRACK")
+TX_EXT: Final = "c10_tx"  # call.ext: (from-tag, CSeq, method) -> _TxInfo, until the final response
+DIALOG_EXT: Final = "c10"  # dialog.ext: _DialogFacts
+FATAL: Final = (481, 408)
+NONFATAL: Final = (488, 491)
+GONE: Final = (DialogState.MORTAL, DialogState.TERMINATED)
+CONFIRMED: Final = (DialogState.MORATORIUM, DialogState.ESTABLISHED)
+STATUS_CLASSES: Final = {
     488: "offer_rejected",
     491: "glare",
     500: "overlap",
@@ -96,7 +99,7 @@ def status_class(status: int) -> str:
     return STATUS_CLASSES.get(status) or f"other_{status // 100}xx"
 
 
-_CONTACT_KEYS: dict[str, tuple[int, str]] = table()
+_CONTACT_KEYS: Final[dict[str, tuple[int, str]]] = table()
 
 
 def _stable_hash(text: str) -> int:
@@ -133,6 +136,7 @@ def _contact_key(msg: SipMessage) -> tuple[int, str] | None:
     return _stable_hash(text), text
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _TxInfo:
     """A mid-dialog transaction waiting for its final response."""
 
@@ -166,6 +170,7 @@ class _TxInfo:
         self.version_after: int | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _DialogFacts:
     """Per dialog: remote targets and the outcome rules waiting for a next message."""
 
@@ -190,6 +195,7 @@ def _ledger(dialog: Dialog | None) -> SdpLedger | None:
     return dialog.ext.get(LEDGER)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SessionChangeDetector(Detector):
     name: ClassVar[str] = "session_changes"
     family: ClassVar[str] = "C.10"

@@ -53,7 +53,9 @@ engine drops timers past the end).
 from __future__ import annotations
 
 import zlib
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
@@ -64,12 +66,12 @@ from consumers.tracking.model import CALLER, SIDE_NAMES, Call, Dialog, Transacti
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Event
 
-FAMILY = "C.8"
-STATE_KEY = "session_timer"
-CALL_REPORTED_KEY = "session_timer_reported"  # violations seen before any dialog existed
+FAMILY: Final = "C.8"
+STATE_KEY: Final = "session_timer"
+CALL_REPORTED_KEY: Final = "session_timer_reported"  # violations seen before any dialog existed
 
-PROXY = "proxy"
-MIN_INTERVAL_S = 90  # [RFC 4028 §4, §5]
+PROXY: Final = "proxy"
+MIN_INTERVAL_S: Final = 90  # [RFC 4028 §4, §5]
 
 
 def hop_copies(lm: LogicalMessage) -> tuple[SipMessage, SipMessage]:
@@ -122,6 +124,7 @@ def _sdp_version(sdp: Sdp) -> int | None:
     return sdp.origin.version if sdp.origin is not None else None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _State:
     """The session timer of one dialog and the few facts its checks need."""
 
@@ -202,6 +205,7 @@ class _State:
             self.upd &= ~(4 << side)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SessionTimerDetector(Detector):
     name: ClassVar[str] = "session_timer"
     family: ClassVar[str] = FAMILY

@@ -41,7 +41,9 @@ expiry proves nothing.
 from __future__ import annotations
 
 import sys
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.detectors.base import Detector, Output
 from consumers.records import Severity
@@ -49,21 +51,22 @@ from consumers.tracking.model import CALLER, Call, Dialog, other
 from consumers.tracking.sdpsummary import session_sdp
 from consumers.tracking.tracker import Event
 
-HAS_UPDATE = "allow_has_update"
-WITHOUT_UPDATE = "allow_without_update"
-NO_ALLOW = "no_allow_seen"
+HAS_UPDATE: Final = "allow_has_update"
+WITHOUT_UPDATE: Final = "allow_without_update"
+NO_ALLOW: Final = "no_allow_seen"
 
-OFFER = "offer"
-REFRESH = "refresh-no-SDP"
-TARGET_REFRESH = "target-refresh"
+OFFER: Final = "offer"
+REFRESH: Final = "refresh-no-SDP"
+TARGET_REFRESH: Final = "target-refresh"
 
-FAMILY_C4 = "C.4"
-FAMILY_C5 = "C.5"
+FAMILY_C4: Final = "C.4"
+FAMILY_C5: Final = "C.5"
 
 # (allow state, raw Allow, source message, evidence ref, only a case variant of UPDATE)
 AllowFact = tuple[str, str, str, str, bool]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Pending:
     """An UPDATE waiting for its final response."""
 
@@ -74,6 +77,7 @@ class _Pending:
         self.purpose = purpose
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _Watch:
     """A refused session-refresh UPDATE: is there a fallback before expiry?"""
 
@@ -96,6 +100,7 @@ class _Watch:
         self.fields = fields
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class _State:
     """This detector's facts about one dialog."""
 
@@ -108,6 +113,7 @@ class _State:
         self.watch: _Watch | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class UpdateSupportDetector(Detector):
     name: ClassVar[str] = "update_support"
     family: ClassVar[str] = FAMILY_C4

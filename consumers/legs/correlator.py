@@ -56,6 +56,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from consumers.legs.summary import CHANGE, LATE_OFFER, REFRESH
+from consumers.record_ids import record_id
 from consumers.records import (
     AnomalyRecord,
     DialogRecord,
@@ -64,7 +65,6 @@ from consumers.records import (
     Record,
     SessionChangeRecord,
     Severity,
-    record_id,
 )
 
 FAMILY = "C.12"

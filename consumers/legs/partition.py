@@ -5,7 +5,7 @@ its stream time driven by the first stage's stream marks (`consumers.legs.codec.
 
 Repeats. The first stage is at-least-once towards the legs topic: after a crash it replays
 its input from its last checkpoint and publishes those leg facts again (same ids,
-`records.record_id`). The correlator ignores a repeated fact while it still remembers the
+`record_ids.record_id`). The correlator ignores a repeated fact while it still remembers the
 leg's transaction, but a repeat arriving after it pruned that transaction would look new;
 the window drops repeats for `keep_s` of stream time (bounded by `max_ids`, counted when it
 overflows).

@@ -22,27 +22,30 @@ Times are the sender's (in-copy) times, C.0 rule 2.
 
 from __future__ import annotations
 
+from typing import Final
+
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
-from consumers.records import LegRecord, record_id
+from consumers.record_ids import record_id
+from consumers.records import LegRecord
 from consumers.sip import SipMessage
 from consumers.sip.lexing import percent_unescape
 from consumers.sip.memo import remember, table
 from consumers.tracking.model import CALLEE, CALLER, DIRECTIONS, Call, Dialog, SdpSummary, other
 from consumers.tracking.tracker import Event
 
-SESSION_METHODS = ("INVITE", "UPDATE")
-NIL_UUID = "0" * 32
+SESSION_METHODS: Final = ("INVITE", "UPDATE")
+NIL_UUID: Final = "0" * 32
 
 # Purposes of a session-modification request.
-CHANGE = "change"
-REFRESH = "refresh"
-LATE_OFFER = "late_offer"
+CHANGE: Final = "change"
+REFRESH: Final = "refresh"
+LATE_OFFER: Final = "late_offer"
 
 # An Allow set (memoised per header text by SipMessage, so the same object recurs) -> its
 # tokens in order; a record gets its own list copy.
-_SORTED_TOKENS: dict[frozenset[str], tuple[str, ...]] = {}
+_SORTED_TOKENS: Final[dict[frozenset[str], tuple[str, ...]]] = {}
 # URI text -> its user part (From/To/Request-URI users recur across the calls of a user)
-_URI_USERS: dict[str, str] = table()
+_URI_USERS: Final[dict[str, str]] = table()
 
 
 def sdp_change(new: SdpSummary | None, prev: SdpSummary | None) -> str:

@@ -11,6 +11,9 @@ multiparts up to a small depth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.header_names import header_key
 from consumers.sip.media_type import (
@@ -20,9 +23,10 @@ from consumers.sip.media_type import (
     parse_media_type,
 )
 
-_MAX_DEPTH = 3
+_MAX_DEPTH: Final = 3
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class BodyPart:
     content_type: MediaType | None

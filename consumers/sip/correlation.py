@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import CALL_ID, TOKEN
 from consumers.sip.lexing import Params, parse_params
 
-_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
-_LEAD_ITEM = re.compile(r"([^;]*)(.*)", re.S)
-_EVENT = re.compile(f"({TOKEN})[ \\t]*(.*)", re.S)
+_HEX32: Final = re.compile(r"[0-9A-Fa-f]{32}")
+_LEAD_ITEM: Final = re.compile(r"([^;]*)(.*)", re.S)
+_EVENT: Final = re.compile(f"({TOKEN})[ \\t]*(.*)", re.S)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class SessionId:
     local: str  # lower-cased 32 hex digits
@@ -30,6 +34,7 @@ class SessionId:
     params: Params = field(default_factory=dict)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class ChargingVector:
     icid_value: str | None
@@ -44,6 +49,7 @@ class ChargingVector:
         return self.params.get("term-ioi")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Replaces:
     call_id: str
@@ -53,6 +59,7 @@ class Replaces:
     params: Params = field(default_factory=dict)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Event:
     package: str  # event-type as written, e.g. "refer", "presence.winfo"

@@ -25,6 +25,8 @@ code here, which stays the reference.
 
 from __future__ import annotations
 
+from typing import Final
+
 from consumers.sip.grammar import TOKEN_RE
 from consumers.sip.header_names import _NAME_CACHE, header_key
 from consumers.sip.lexing import parse_delta
@@ -32,7 +34,7 @@ from consumers.sip.memo import remember, table
 from consumers.sip.message import SipMessage
 from consumers.sip.reasons import Malformed
 
-COMMON_METHODS = frozenset(
+COMMON_METHODS: Final = frozenset(
     {
         "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
         "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "PUBLISH",
@@ -40,14 +42,14 @@ COMMON_METHODS = frozenset(
 )  # fmt: skip
 
 try:
-    from consumers.sip._scan import split_headers as _split_headers
+    from consumers.sip._scan import split_headers as _split_headers  # type: ignore
 except ImportError:  # no compiler at install time: the Python path below does it all
     _split_headers = None
 
 _StartLine = tuple[bool, bool, str | None, str | None, str, int | None, str | None]
-_LINE_ENDS = (b"\r", b"\n")
+_LINE_ENDS: Final = (b"\r", b"\n")
 # Content-Length text -> value (None when not a delta): a capture repeats a few hundred lengths
-_CONTENT_LENGTHS: dict[str, int | None] = table()
+_CONTENT_LENGTHS: Final[dict[str, int | None]] = table()
 
 
 def parse_message(data: bytes) -> SipMessage:
@@ -100,7 +102,7 @@ def _parse(data: bytes) -> SipMessage:
                     end = body_start + content_length
                     size = len(data)
                     if end <= size:
-                        return SipMessage(
+                        return SipMessage(  # type: ignore
                             data, start_line, *parsed_line, headers, data[body_start:end],
                             content_length, size - end, [],
                         )  # fmt: skip

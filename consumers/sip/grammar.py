@@ -14,39 +14,40 @@ linear on hostile input.
 from __future__ import annotations
 
 import re
+from typing import Final
 
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-SWS = r"[ \t]*"
-LWS = r"[ \t]+"
+TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
+SWS: Final = r"[ \t]*"
+LWS: Final = r"[ \t]+"
 # qdtext: any octet but CTLs (other than HTAB), '"' and '\'; quoted-pair: '\' and 0x00-0x7F
 # other than CR and LF.
-QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*+"'
-HOST = r"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])"
-PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+QUOTED: Final = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*+"'
+HOST: Final = r"(?:[A-Za-z0-9_\-.]+|\[[0-9A-Fa-f:.]+\])"
+PORT: Final = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 # gen-value = token / host / quoted-string; Via received= may be a bare IPv6 address [§20.42]
-IPV6_ADDRESS = r"[0-9A-Fa-f]*+:[0-9A-Fa-f:.]*+"
+IPV6_ADDRESS: Final = r"[0-9A-Fa-f]*+:[0-9A-Fa-f:.]*+"
 # A value must end where the parameter ends: the possessive repetition of PARAMS never
 # comes back to try another branch, so the branch is chosen here.
-GEN_VALUE = f"(?:{IPV6_ADDRESS}|\\[[0-9A-Fa-f:.]++\\]|{TOKEN}+|{QUOTED})(?![^ \\t;])"
-GENERIC_PARAM = f"{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?"
-PARAMS = f"(?:{SWS};{SWS}{GENERIC_PARAM})*+"
+GEN_VALUE: Final = f"(?:{IPV6_ADDRESS}|\\[[0-9A-Fa-f:.]++\\]|{TOKEN}+|{QUOTED})(?![^ \\t;])"
+GENERIC_PARAM: Final = f"{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?"
+PARAMS: Final = f"(?:{SWS};{SWS}{GENERIC_PARAM})*+"
 
-TOKEN_RE = re.compile(TOKEN)
+TOKEN_RE: Final = re.compile(TOKEN)
 
 # -- URIs [§19.1.1, §25.1; RFC 3966 loosely; absoluteURI of RFC 2396] ----------------------
-_ESCAPED = r"%[0-9A-Fa-f]{2}"
-_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
-_USER = f"(?:[{_UNRESERVED}&=+$,;?/#]|{_ESCAPED})++"
-_PASSWORD = f"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*+"
-_PARAMCHAR = f"(?:[{_UNRESERVED}\\[\\]/:&+$]|{_ESCAPED})"
-_HCHAR = f"(?:[{_UNRESERVED}\\[\\]/?:+$]|{_ESCAPED})"
-_URI_PARAMS = f"(?:;{_PARAMCHAR}++(?:={_PARAMCHAR}++)?)*+"
-_URI_HEADERS = f"(?:\\?{_HCHAR}++={_HCHAR}*+(?:&{_HCHAR}++={_HCHAR}*+)*+)?"
-SIP_URI = re.compile(
+_ESCAPED: Final = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED: Final = r"A-Za-z0-9\-_.!~*'()"
+_USER: Final = f"(?:[{_UNRESERVED}&=+$,;?/#]|{_ESCAPED})++"
+_PASSWORD: Final = f"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*+"
+_PARAMCHAR: Final = f"(?:[{_UNRESERVED}\\[\\]/:&+$]|{_ESCAPED})"
+_HCHAR: Final = f"(?:[{_UNRESERVED}\\[\\]/?:+$]|{_ESCAPED})"
+_URI_PARAMS: Final = f"(?:;{_PARAMCHAR}++(?:={_PARAMCHAR}++)?)*+"
+_URI_HEADERS: Final = f"(?:\\?{_HCHAR}++={_HCHAR}*+(?:&{_HCHAR}++={_HCHAR}*+)*+)?"
+SIP_URI: Final = re.compile(
     f"[sS][iI][pP][sS]?:(?:{_USER}(?::{_PASSWORD})?@)?{HOST}(?::{PORT})?{_URI_PARAMS}{_URI_HEADERS}"
 )
-TEL_URI = re.compile(r'[tT][eE][lL]:[^;\s<>"]++(?:;[^;=\s<>"]++(?:=[^;\s<>"]++)?)*+')
-ABSOLUTE_URI = re.compile(r'[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>"\\^`{|}\x00-\x1f\x7f]++')
+TEL_URI: Final = re.compile(r'[tT][eE][lL]:[^;\s<>"]++(?:;[^;=\s<>"]++(?:=[^;\s<>"]++)?)*+')
+ABSOLUTE_URI: Final = re.compile(r'[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>"\\^`{|}\x00-\x1f\x7f]++')
 
 
 def uri_ok(text: str) -> bool:
@@ -61,39 +62,41 @@ def uri_ok(text: str) -> bool:
 # -- name-addr / addr-spec and header params [§20.10, §20.20, §20.39] -----------------------
 # Group "b" (bracketed) or "a" (bare) is the URI. No whitespace just inside <>, and a bare
 # URI holds no ';', '?' or ',' [§20].
-DISPLAY_NAME = f"(?:{TOKEN}(?:{LWS}{TOKEN})*+|{QUOTED})"
-NAME_ADDR_VALUE = re.compile(
+DISPLAY_NAME: Final = f"(?:{TOKEN}(?:{LWS}{TOKEN})*+|{QUOTED})"
+NAME_ADDR_VALUE: Final = re.compile(
     f'(?:(?:{DISPLAY_NAME}{SWS})?<(?P<b>[^<>\\s"]++)>|(?P<a>[^<>\\s";?,]++)){PARAMS}{SWS}',
     re.S,
 )
 
 # -- other header values -------------------------------------------------------------------
 # via-parm = sent-protocol LWS sent-by *(SEMI via-params) [§20.42]
-VIA_PARM = re.compile(
+VIA_PARM: Final = re.compile(
     f"{TOKEN}{SWS}/{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{LWS}{HOST}(?:{SWS}:{SWS}{PORT})?{PARAMS}{SWS}",
     re.S,
 )
 # Allow / Supported / Require / Proxy-Require / Unsupported: [token *(COMMA token)]
-TOKEN_LIST = re.compile(f"(?:{TOKEN}(?:{SWS},{SWS}{TOKEN})*+)?")
+TOKEN_LIST: Final = re.compile(f"(?:{TOKEN}(?:{SWS},{SWS}{TOKEN})*+)?")
 # Call-ID = word ["@" word]; word adds ( ) < > : \ " / [ ] ? { } to the token characters
-WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-CALL_ID = re.compile(f"{WORD}(?:@{WORD})?")
+WORD: Final = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+CALL_ID: Final = re.compile(f"{WORD}(?:@{WORD})?")
 # CSeq = 1*DIGIT LWS Method [§20.16]; RAck = response-num LWS CSeq-num LWS Method [RFC 3262]
-CSEQ = re.compile(f"[0-9]+{LWS}{TOKEN}")
-RACK = re.compile(f"[0-9]+{LWS}[0-9]+{LWS}{TOKEN}")
+CSEQ: Final = re.compile(f"[0-9]+{LWS}{TOKEN}")
+RACK: Final = re.compile(f"[0-9]+{LWS}[0-9]+{LWS}{TOKEN}")
 # Content-Type / Content-Disposition [§20.11, §20.15]
-MEDIA_TYPE = re.compile(f"{TOKEN}{SWS}/{SWS}{TOKEN}{PARAMS}{SWS}", re.S)
-DISPOSITION = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
+MEDIA_TYPE: Final = re.compile(f"{TOKEN}{SWS}/{SWS}{TOKEN}{PARAMS}{SWS}", re.S)
+DISPOSITION: Final = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
 # delta-seconds with params (Session-Expires, Min-SE); Retry-After adds a comment [§20.33]
-DELTA_PARAMS = re.compile(f"[0-9]+{PARAMS}{SWS}", re.S)
-RETRY_AFTER = re.compile(f"[0-9]+{SWS}(?:\\((?:[^()\\\\]|\\\\.)*+\\){SWS})?{PARAMS}{SWS}", re.S)
+DELTA_PARAMS: Final = re.compile(f"[0-9]+{PARAMS}{SWS}", re.S)
+RETRY_AFTER: Final = re.compile(
+    f"[0-9]+{SWS}(?:\\((?:[^()\\\\]|\\\\.)*+\\){SWS})?{PARAMS}{SWS}", re.S
+)
 # token *(SEMI params): Reason protocol [RFC 3326 §2], Event [RFC 6665 §8.2.1]
-PROTOCOL_PARAMS = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
+PROTOCOL_PARAMS: Final = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
 # rfc1123-date in GMT [§20.17, RFC 4475 baddate]
-RFC1123_DATE = re.compile(
+RFC1123_DATE: Final = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 # warning-value = 3DIGIT SP warn-agent SP quoted-string [§20.43]
-WARNING_VALUE = re.compile(f'[0-9]{{3}} [^\\s"]++ {QUOTED}', re.S)
+WARNING_VALUE: Final = re.compile(f'[0-9]{{3}} [^\\s"]++ {QUOTED}', re.S)

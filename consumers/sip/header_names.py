@@ -9,8 +9,9 @@ RFC 3265/6665, 3515, 3892, 4028 §4, 3841, 4474).
 from __future__ import annotations
 
 import re
+from typing import Final
 
-COMPACT_FORMS: dict[str, str] = {
+COMPACT_FORMS: Final[dict[str, str]] = {
     "i": "call-id",
     "m": "contact",
     "e": "content-encoding",
@@ -34,12 +35,12 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") [§25.1]
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 # Names as they usually appear on the wire, mapped straight to their key, so the common case
 # costs one dict lookup. Names seen at run time are added up to a bound, short names only
 # (garbage input must not grow it without limit).
-_KNOWN_FULL = (  # noqa: SIM905 - a word list reads better than 80 quoted strings
+_KNOWN_FULL: Final = (  # noqa: SIM905 - a word list reads better than 80 quoted strings
     "Via Call-ID CSeq From To Contact Max-Forwards Content-Length Content-Type Route "
     "Record-Route Allow Supported Require Proxy-Require Unsupported Session-Expires Min-SE "
     "User-Agent Server Content-Disposition Content-Encoding Expires Retry-After RSeq RAck "
@@ -54,8 +55,8 @@ _KNOWN_FULL = (  # noqa: SIM905 - a word list reads better than 80 quoted string
     "Security-Verify RSeq Refer-Sub Target-Dialog Join Geolocation Feature-Caps"
 ).split()
 
-_NAME_CACHE: dict[str, str] = {}
-_NAME_CACHE_LIMIT = 4096
+_NAME_CACHE: Final[dict[str, str]] = {}
+_NAME_CACHE_LIMIT: Final = 4096
 
 
 def _seed() -> None:

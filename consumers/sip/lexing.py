@@ -10,21 +10,22 @@ SIP/SIPS URIs and the Reason-Phrase (RFC 4475 §3.1.1.3). Every function here is
 from __future__ import annotations
 
 import re
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 # Parameter names are lower-cased; a parameter without "=value" maps to "".
 Params = dict[str, str]
 
-_WS = " \t"
-QUOTED_RE = re.compile(r'"((?:[^"\\]|\\.)*+)"', re.S)
-_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+_WS: Final = " \t"
+QUOTED_RE: Final = re.compile(r'"((?:[^"\\]|\\.)*+)"', re.S)
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
 
 # One element of a comma list: anything but a comma, where quoted strings and <...> are
 # opaque; an unterminated quote or bracket runs to the end. Possessive quantifiers keep it
 # linear on hostile input.
-_LIST_ELEMENT = re.compile(r'(?:[^,"<]++|"(?:[^"\\]|\\.)*+"?|<[^>]*+>?)*+', re.S)
+_LIST_ELEMENT: Final = re.compile(r'(?:[^,"<]++|"(?:[^"\\]|\\.)*+"?|<[^>]*+>?)*+', re.S)
 # One ;name[=value] where the value may be a quoted string (slow path only).
-_PARAM_ITEM = re.compile(
+_PARAM_ITEM: Final = re.compile(
     r'[ \t]*;[ \t]*([^;=" \t]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*+"?|[^;" \t]*))?[^;"]*', re.S
 )
 

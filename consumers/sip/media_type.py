@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from consumers.sip.lexing import Params, parse_params
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True, frozen=True)
 class MediaType:
     type: str
@@ -29,6 +32,7 @@ class MediaType:
         return self.params.get("boundary")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True, frozen=True)
 class ContentDisposition:
     type: str  # lower-cased: session, render, icon, alert, early-session, ...

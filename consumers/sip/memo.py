@@ -11,14 +11,14 @@ for keys up to MAX_KEY characters, so hostile traffic cannot make the tables lar
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
-LIMIT = 4096
-MAX_KEY = 512
+LIMIT: Final = 4096
+MAX_KEY: Final = 512
 
 V = TypeVar("V")
 
-_TABLES: list[dict[str, object]] = []
+_TABLES: Final[list[dict[str, object]]] = []
 
 
 def table() -> dict[str, V]:  # type: ignore[type-var]

@@ -27,7 +27,9 @@ never taken down by one captured message.
 from __future__ import annotations
 
 import sys
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.body import BodyPart, find_session_sdp, split_multipart
 from consumers.sip.correlation import (
@@ -70,16 +72,17 @@ from consumers.sip.uri import Uri, parse_uri
 from consumers.sip.via import Via, fast_branch, parse_top_via, parse_via_values
 
 T = TypeVar("T")
-_UNSET: Any = object()
-_MEMO_MAX_FORWARDS: dict[str, Any] = table()
-_MEMO_SESSION_EXPIRES: dict[str, Any] = table()
-_MEMO_MIN_SE: dict[str, Any] = table()
-_MEMO_CONTENT_TYPE: dict[str, Any] = table()
-_MEMO_CONTENT_DISPOSITION: dict[str, Any] = table()
-_TOKENS_AS_WRITTEN: dict[str, frozenset[str]] = table()
-_TOKENS_LOWERED: dict[str, frozenset[str]] = table()
+_UNSET: Final[Any] = object()
+_MEMO_MAX_FORWARDS: Final[dict[str, Any]] = table()
+_MEMO_SESSION_EXPIRES: Final[dict[str, Any]] = table()
+_MEMO_MIN_SE: Final[dict[str, Any]] = table()
+_MEMO_CONTENT_TYPE: Final[dict[str, Any]] = table()
+_MEMO_CONTENT_DISPOSITION: Final[dict[str, Any]] = table()
+_TOKENS_AS_WRITTEN: Final[dict[str, frozenset[str]]] = table()
+_TOKENS_LOWERED: Final[dict[str, frozenset[str]]] = table()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SipMessage:
     """A parsed SIP message. Build it with `parse_message`; treat it as read-only."""
 
@@ -160,7 +163,7 @@ class SipMessage:
         self.trailing_bytes = trailing_bytes
         self._framing_reasons = framing_reasons
         self._parser_errors = 0
-        self._rare = None
+        self._rare: dict[str, Any] | None = None
         self._c_allow = _UNSET
         self._c_content_disposition = _UNSET
         self._c_content_type = _UNSET

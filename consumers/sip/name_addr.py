@@ -14,7 +14,9 @@ unbracketed URI with ?headers is taken whole (regbadct). `errors` reports each o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import NAME_ADDR_VALUE, uri_ok
 from consumers.sip.lexing import QUOTED_RE, Params, parse_delta, parse_params, unquote
@@ -22,12 +24,13 @@ from consumers.sip.memo import remember, table
 from consumers.sip.reasons import Malformed
 from consumers.sip.uri import Uri, parse_uri
 
-_WS = " \t"
+_WS: Final = " \t"
 # Returned by the fast finders when only a full parse can tell.
-NEEDS_PARSE: Any = object()
-_ERRORS_MEMO: dict[str, tuple[str, ...]] = table()
+NEEDS_PARSE: Final[Any] = object()
+_ERRORS_MEMO: Final[dict[str, tuple[str, ...]]] = table()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class NameAddr:
     """One name-addr or addr-spec with its header parameters."""
 
@@ -152,7 +155,7 @@ def parse_name_addr(text: str) -> NameAddr:
     return NameAddr(s, display, uri_text, parse_params(param_text) if param_text else {}, True)
 
 
-def fast_tag(value: str) -> str | None:
+def fast_tag(value: str) -> Any:  # str, None or NEEDS_PARSE
     """The tag param of a From/To value without taking it apart, or NEEDS_PARSE when the
     value is unusual (quotes, LWS, other case) and only `parse_name_addr` can tell."""
     if '"' in value:

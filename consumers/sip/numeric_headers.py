@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_delta, parse_params
 from consumers.sip.memo import remember, table
 
-_MISSING = object()
-_RETRY_AFTER = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
+_MISSING: Final = object()
+_RETRY_AFTER: Final = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class CSeq:
     number: int
     method: str  # case-sensitive [§20.16]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class RAck:
     rseq: int
@@ -36,6 +41,7 @@ class RAck:
     method: str
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True, frozen=True)
 class SessionExpires:
     delta: int  # seconds
@@ -43,6 +49,7 @@ class SessionExpires:
     params: Params = field(default_factory=dict)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class RetryAfter:
     seconds: int
@@ -51,7 +58,7 @@ class RetryAfter:
     params: Params = field(default_factory=dict)
 
 
-_MEMO_CSEQ: dict[str, CSeq | None] = table()
+_MEMO_CSEQ: Final[dict[str, CSeq | None]] = table()
 
 
 def parse_cseq(value: str) -> CSeq | None:

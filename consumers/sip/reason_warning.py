@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_params, split_list, unquote
 
-_WARNING = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
+_WARNING: Final = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class ReasonValue:
     protocol: str  # as written: "SIP", "Q.850", ...
@@ -25,6 +29,7 @@ class ReasonValue:
     params: Params = field(default_factory=dict)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class WarningValue:
     code: int

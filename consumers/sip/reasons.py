@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from mypy_extensions import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Malformed:
     """Reason codes of `SipMessage.malformed_reasons`."""
 
@@ -84,6 +87,7 @@ class Malformed:
     PARSER_ERROR: Final = "parser_error"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpMalformed:
     """Reason codes of `Sdp.malformed_reasons` [RFC 4566 §5]."""
 

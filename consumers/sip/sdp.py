@@ -16,16 +16,19 @@ frozen objects that every description holding them shares.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.memo import remember, table
 from consumers.sip.reasons import SdpMalformed
 
-DIRECTIONS = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
-_LINE_TYPES = frozenset("abcdefghijklmnopqrstuvwxyz")
-_UNSET = object()
+DIRECTIONS: Final = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
+_LINE_TYPES: Final = frozenset("abcdefghijklmnopqrstuvwxyz")
+_UNSET: Final = object()
 
 # Static RTP payload types [RFC 3551 §6, tables 4 and 5].
-STATIC_PAYLOAD_TYPES: dict[str, str] = {
+STATIC_PAYLOAD_TYPES: Final[dict[str, str]] = {
     "0": "PCMU",
     "3": "GSM",
     "4": "G723",
@@ -53,6 +56,7 @@ STATIC_PAYLOAD_TYPES: dict[str, str] = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Origin:
     username: str
@@ -63,6 +67,7 @@ class Origin:
     address: str
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True, frozen=True)
 class Connection:
     net_type: str
@@ -71,6 +76,7 @@ class Connection:
     raw: str
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True, frozen=True)
 class RtpMap:
     payload_type: str
@@ -79,6 +85,7 @@ class RtpMap:
     params: str | None = None  # e.g. channel count "2"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Media:
     media: str  # audio, video, application, image, ...
@@ -117,6 +124,7 @@ class Media:
         return [int(f) for f in self.formats if f.isascii() and f.isdigit() and len(f) <= 3]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Sdp:
     version: int | None = None
@@ -135,8 +143,8 @@ class Sdp:
         return bool(self.malformed_reasons)
 
 
-_RTPMAPS: dict[str, RtpMap | None] = table()
-_CONNECTIONS: dict[str, Connection | None] = table()
+_RTPMAPS: Final[dict[str, RtpMap | None]] = table()
+_CONNECTIONS: Final[dict[str, Connection | None]] = table()
 
 
 def effective_direction(media: Media) -> str:
@@ -206,8 +214,8 @@ def _parse(body: bytes) -> Sdp:
                         entry = remember(_RTPMAPS, attr_value, _parse_rtpmap(attr_value))
                     if entry is None:
                         _add(reasons, SdpMalformed.BAD_RTPMAP)
-                    elif entry.payload_type not in rtpmap:
-                        rtpmap[entry.payload_type] = entry
+                    elif entry.payload_type not in rtpmap:  # type: ignore
+                        rtpmap[entry.payload_type] = entry  # type: ignore
                 elif name == "fmtp" or name == "ptime" or name == "maxptime":
                     _media_value_attribute(media, name, attr_value, reasons)
             else:
@@ -227,9 +235,9 @@ def _parse(body: bytes) -> Sdp:
             if conn is None:
                 _add(reasons, SdpMalformed.BAD_CONNECTION)
             elif media is None:
-                sdp.connection = conn
+                sdp.connection = conn  # type: ignore
             else:
-                media.connection = conn
+                media.connection = conn  # type: ignore
         elif kind == "b":
             bw_type, _, bw_value = line[2:].partition(":")
             bandwidth[bw_type] = bw_value

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from consumers.sip.grammar import uri_ok
 from consumers.sip.lexing import Params, parse_params, percent_unescape
 from consumers.sip.reasons import Malformed
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class Uri:
     """A parsed URI. For schemes other than sip/sips/tel only `scheme` and `opaque` are

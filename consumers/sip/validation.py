@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from consumers.sip import grammar
 from consumers.sip.correlation import parse_replaces, parse_session_id
@@ -39,23 +39,23 @@ if TYPE_CHECKING:
     from consumers.sip.message import SipMessage
 
 Codes = tuple[str, ...]
-_OK: Codes = ()
+_OK: Final[Codes] = ()
 
-_MANDATORY = (
+_MANDATORY: Final = (
     ("call-id", Malformed.MISSING_CALL_ID),
     ("cseq", Malformed.MISSING_CSEQ),
     ("from", Malformed.MISSING_FROM),
     ("to", Malformed.MISSING_TO),
     ("via", Malformed.MISSING_VIA),
 )
-_MANDATORY_KEYS = frozenset(key for key, _ in _MANDATORY)
-_SINGLE_VALUED = frozenset(
+_MANDATORY_KEYS: Final = frozenset(key for key, _ in _MANDATORY)
+_SINGLE_VALUED: Final = frozenset(
     {
         "call-id", "cseq", "from", "to", "max-forwards", "content-type", "expires",
         "session-expires", "min-se", "rseq", "rack", "retry-after",
     }
 )  # fmt: skip
-_RURI_MEMO: dict[str, Codes] = table()
+_RURI_MEMO: Final[dict[str, Codes]] = table()
 
 
 def validate(msg: SipMessage, framing_reasons: list[str]) -> list[str]:
@@ -191,7 +191,7 @@ def _reason(value: str) -> Codes:
 
 # header key -> (checker of one header line, memo table or None for values unique per
 # transaction such as Via, CSeq and Date)
-_CHECKS: dict[str, tuple[Callable[[str], Codes], dict[str, Codes] | None]] = {
+_CHECKS: Final[dict[str, tuple[Callable[[str], Codes], dict[str, Codes] | None]]] = {
     "via": (_via, None),
     "from": (name_addr_errors, None),  # memoised inside
     "to": (name_addr_errors, None),

@@ -12,19 +12,23 @@ RFC 4475 transports has unknown transports (kept, upper-cased). Extraction is li
 from __future__ import annotations
 
 import re
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import VIA_PARM
 from consumers.sip.lexing import Params, parse_params, split_list
 from consumers.sip.name_addr import NEEDS_PARSE
 from consumers.sip.reasons import Malformed
 
-MAGIC_COOKIE = "z9hG4bK"
-_WS = " \t"
+MAGIC_COOKIE: Final = "z9hG4bK"
+_WS: Final = " \t"
 # Loose form for values with LWS inside sent-protocol (RFC 4475 wsinv).
-_SENT_PROTOCOL = re.compile(r"([^/\s]+)[ \t]*/[ \t]*([^/\s]+)[ \t]*/[ \t]*([^/\s;]+)[ \t]*")
-_KNOWN = frozenset(("branch", "received", "rport", "maddr", "ttl"))
+_SENT_PROTOCOL: Final = re.compile(r"([^/\s]+)[ \t]*/[ \t]*([^/\s]+)[ \t]*/[ \t]*([^/\s;]+)[ \t]*")
+_KNOWN: Final = frozenset(("branch", "received", "rport", "maddr", "ttl"))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Via:
     """One via-parm. `protocol` is "SIP/2.0"; `transport` is upper-cased."""
 
@@ -146,7 +150,7 @@ def parse_via(text: str) -> Via:
     return Via(s, protocol, transport, host, port, params, port_bad)
 
 
-def fast_branch(first_line: str) -> str | None:
+def fast_branch(first_line: str) -> Any:  # str, None or NEEDS_PARSE
     """Branch of the first Via value on a header line without parsing it, or NEEDS_PARSE."""
     if "," in first_line or '"' in first_line:
         return NEEDS_PARSE

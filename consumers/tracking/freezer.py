@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import pickle
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from mypy_extensions import mypyc_attr
 
 if TYPE_CHECKING:
     from consumers.tracking.model import Call
 
-_WBITS = -14  # raw deflate, 16 KB window: the dictionary and a call's pickle both fit
-_MEM_LEVEL = 4  # small compressor state: creating one is most of the cost
-_LEVEL = 1
-_HEADER = 9
-_DICT_MAX = 1 << 14
+_WBITS: Final = -14  # raw deflate, 16 KB window: the dictionary and a call's pickle both fit
+_MEM_LEVEL: Final = 4  # small compressor state: creating one is most of the cost
+_LEVEL: Final = 1
+_HEADER: Final = 9
+_DICT_MAX: Final = 1 << 14
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Freezer:
     __slots__ = ("frozen", "thawed", "zdict")
 
@@ -71,18 +74,12 @@ def release(call: Call) -> None:
     oldest generation would wait minutes for a full collection. Call <-> Dialog <->
     Transaction are the cycles; detector state hangs off `ext` and reaches back only
     through them."""
-    from consumers.tracking.model import Call, Dialog, Transaction
-
-    txs = list(call.transactions.values())
-    if call.initial is not None:
-        txs.append(call.initial)
     for dialog in call.dialogs.values():
-        txs += [dialog.offer, *dialog.pending_invite, *dialog.pending_update]
-        for name in Dialog.__slots__:
-            setattr(dialog, name, None)
-    for tx in txs:
-        if tx is not None:
-            for name in Transaction.__slots__:
-                setattr(tx, name, None)
-    for name in Call.__slots__:
-        setattr(call, name, None)
+        dialog.offer = None
+        dialog.pending_invite[0] = dialog.pending_invite[1] = None
+        dialog.pending_update[0] = dialog.pending_update[1] = None
+        dialog.ext = None
+    call.dialogs.clear()
+    call.transactions.clear()
+    call.initial = None
+    call.ext = None

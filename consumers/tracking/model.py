@@ -13,21 +13,24 @@ a small SDP summary per side. Detectors keep their own per-dialog facts in `Dial
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import LogicalMessage
 from consumers.tracking.states import DialogState
 
-CALLER = 0
-CALLEE = 1
-SIDE_NAMES = ("caller", "callee")
-DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+CALLER: Final = 0
+CALLEE: Final = 1
+SIDE_NAMES: Final = ("caller", "callee")
+DIRECTIONS: Final = ("caller_to_callee", "callee_to_caller")
 
 
 def other(side: int) -> int:
     return 1 - side
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class SdpSummary:
     """What the session-change and SDP checks need of one session description."""
 
@@ -50,6 +53,7 @@ class SdpSummary:
         self.codecs = codecs  # codec names per m= line, in offer order
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Transaction:
     """One request and its responses, keyed by (sender's From-tag, CSeq number, method)."""
 
@@ -115,6 +119,7 @@ class Transaction:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Dialog:
     """One dialog: (Call-ID, caller tag, callee tag) (RFC 3261 §12)."""
 
@@ -182,6 +187,7 @@ class Dialog:
         return f"<Dialog {self.call.call_id} {self.call.caller_tag}/{self.callee_tag} {self.state}>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Call:
     """Everything under one Call-ID at one capture node."""
 

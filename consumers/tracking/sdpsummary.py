@@ -11,16 +11,16 @@ entries: a UA lists the same codecs in every call.
 from __future__ import annotations
 
 from sys import intern
-from typing import TypeVar
+from typing import Any, Final, TypeVar
 
 from consumers.sip import Sdp, SipMessage, codecs, effective_direction
-from consumers.sip.sdp import Media, RtpMap
+from consumers.sip.sdp import Media
 from consumers.tracking.model import SdpSummary
 
 T = TypeVar("T", tuple, frozenset)  # type: ignore[type-arg]
 
-_SHARED: dict[object, object] = {}
-_SHARED_MAX = 8192
+_SHARED: Final[dict[object, object]] = {}
+_SHARED_MAX: Final = 8192
 
 
 def shared(value: T) -> T:
@@ -37,22 +37,18 @@ def shared(value: T) -> T:
 # (codec names, the same upper-case, formats, dynamic PT -> NAME/rate bindings sorted, the
 # rtpmap entries the key names by identity: kept alive here, so no id is reused while its
 # key is stored; the parser shares the entries per text, so the key repeats)
-CodecPart = tuple[
-    tuple[str, ...],
-    tuple[str, ...],
-    tuple[str, ...],
-    tuple[tuple[str, str], ...],
-    tuple[RtpMap, ...],
-]
-_CODEC_PARTS: dict[tuple[tuple[str, ...], tuple[int, ...]], CodecPart] = {}
-_CODEC_PARTS_MAX = 1024
+# Typed as a tuple of any length: compiled code would copy a fixed-length tuple in and out
+# of a C struct and lose the identity the tables below rely on.
+CodecPart = tuple[Any, ...]
+_CODEC_PARTS: Final[dict[tuple[tuple[str, ...], tuple[int, ...]], CodecPart]] = {}
+_CODEC_PARTS_MAX: Final = 1024
 
 
 # The parts of the m= lines read last, by identity: the tracker's summary and the ledger's
 # facts read the same parsed description one after the other. The entry keeps its Media
 # alive, so its id is not reused while stored.
-_RECENT: dict[int, tuple[Media, CodecPart]] = {}
-_RECENT_MAX = 16
+_RECENT: Final[dict[int, tuple[Media, CodecPart]]] = {}
+_RECENT_MAX: Final = 16
 
 
 def codec_part(m: Media) -> CodecPart:

@@ -18,6 +18,7 @@ records it and lets the detectors judge. Transitions are looked up, never comput
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 
 class DialogState(StrEnum):
@@ -40,7 +41,7 @@ class DialogEvent(StrEnum):
 
 S, E = DialogState, DialogEvent
 
-TRANSITIONS: dict[tuple[DialogState, DialogEvent], DialogState] = {
+TRANSITIONS: Final[dict[tuple[DialogState, DialogEvent], DialogState]] = {
     (S.PRE, E.PROVISIONAL): S.EARLY,
     (S.PRE, E.SUCCESS): S.MORATORIUM,
     (S.PRE, E.FAILURE): S.TERMINATED,

@@ -34,6 +34,9 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.sip import SipMessage
@@ -52,15 +55,16 @@ from consumers.tracking.model import (
 from consumers.tracking.sdpsummary import session_sdp
 from consumers.tracking.states import DialogEvent, DialogState, next_state
 
-ATTEMPT = "attempt"
-ESTABLISHED = "established"
-ENDED = "ended"
-LIVE_STATES = (DialogState.MORATORIUM, DialogState.ESTABLISHED, DialogState.MORTAL)
+ATTEMPT: Final = "attempt"
+ESTABLISHED: Final = "established"
+ENDED: Final = "ended"
+LIVE_STATES: Final = (DialogState.MORATORIUM, DialogState.ESTABLISHED, DialogState.MORTAL)
 # Members read per message, as module constants (an enum class attribute is a slow lookup).
 _PRE, _EARLY, _TERMINATED = DialogState.PRE, DialogState.EARLY, DialogState.TERMINATED
-_STATE_TEXT = {state: state.value for state in DialogState}
+_STATE_TEXT: Final = {state: state.value for state in DialogState}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 @dataclass(slots=True)
 class TrackerConfig:
     max_calls: int = 1_000_000
@@ -82,6 +86,7 @@ class TrackerConfig:
         return 4 * self.t1_ms * 1000
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Event:
     """One logical message applied to the state, as the detectors see it."""
 
@@ -157,6 +162,7 @@ class Event:
         return f"<Event {self.msg.start_line!r} side={self.side} state={self.state_before}>"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class Tracker:
     def __init__(
         self,
@@ -185,7 +191,7 @@ class Tracker:
 
     def live_dialogs(self) -> int:
         return sum(
-            (dialog_count(c) if type(c) is bytes else len(c.dialogs)) or 1  # type: ignore[union-attr, arg-type]
+            (dialog_count(c) if isinstance(c, bytes) else len(c.dialogs)) or 1
             for c in self.calls.values()
         )
 
@@ -204,13 +210,16 @@ class Tracker:
             return None
         from_tag = msg.from_tag or ""
         to_tag = msg.to_tag or ""
-        call = self.calls.get(call_id)  # type: ignore[assignment]
-        if call is None:
+        found = self.calls.get(call_id)
+        call: Call
+        if found is None:
             first = lm.observations[0]
             call = Call(call_id, first.node, first.capture_id, from_tag, t)
             self.calls[call_id] = call
-        elif type(call) is bytes:
-            call = self._thaw(call_id, call)
+        elif isinstance(found, bytes):
+            call = self._thaw(call_id, found)
+        else:
+            call = found
         if t > call.last_ts:
             call.last_ts = t
         if msg.is_request:
@@ -730,7 +739,7 @@ def _klass(call: Call) -> str:
 
 
 # a Record-Route header value -> the hosts of its entries, top first
-_RR_HOSTS: dict[str, tuple[str, ...]] = table()
+_RR_HOSTS: Final[dict[str, tuple[str, ...]]] = table()
 
 
 def _route_hosts(msg: SipMessage) -> tuple[str, ...]:
