@@ -7,10 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # What the install builds from: a change to any of it reinstalls (the compiled modules'
 # extensions are found before their sources, see setup.py).
+# (Not */*/*.c: the mypyc build writes its C under build/, which would change the hash.)
 BUILT_FROM := pyproject.toml setup.py $(sort $(wildcard consumers/sip/*.py \
-	consumers/tracking/*.py consumers/detectors/*.py */*/*.c)) consumers/engine.py \
-	consumers/dedup.py consumers/observation.py consumers/legs/summary.py \
-	consumers/record_ids.py
+	consumers/tracking/*.py consumers/detectors/*.py collector/*/*.c consumers/*/*.c)) \
+	consumers/engine.py consumers/dedup.py consumers/observation.py \
+	consumers/legs/summary.py consumers/record_ids.py
 STAMP := $(VENV)/.installed-$(shell cat $(BUILT_FROM) | md5sum | cut -c1-12)
 
 .PHONY: run test venv debs lint format bench clean
