@@ -6,12 +6,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # What the install builds from: a change to any of it reinstalls (the compiled modules'
-# extensions are found before their sources, see setup.py).
-# (Not */*/*.c: the mypyc build writes its C under build/, which would change the hash.)
-BUILT_FROM := pyproject.toml setup.py $(sort $(wildcard consumers/sip/*.py \
-	consumers/tracking/*.py consumers/detectors/*.py collector/*/*.c consumers/*/*.c)) \
-	consumers/engine.py consumers/dedup.py consumers/observation.py \
-	consumers/legs/summary.py consumers/record_ids.py
+# extensions are found before their sources, see setup.py). All of consumers/ and the C
+# sources rather than setup.py's list again, so the two cannot drift apart; not */*/*.c,
+# which would take the C that mypyc writes under build/.
+BUILT_FROM := pyproject.toml setup.py $(sort $(wildcard consumers/*.py consumers/*/*.py \
+	collector/*/*.c consumers/*/*.c))
 STAMP := $(VENV)/.installed-$(shell cat $(BUILT_FROM) | md5sum | cut -c1-12)
 
 .PHONY: run test venv debs lint format bench clean

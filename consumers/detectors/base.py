@@ -98,7 +98,7 @@ class Output:
         **fields: Any,
     ) -> AnomalyRecord:
         """Record an anomaly. `lm` is the triggering message; `side` the offending side."""
-        if confidence is None:
+        if confidence is None:  # 1.0; a float default here trips mypyc's signature text
             confidence = 1.0
         msg = lm.msg if lm is not None else None
         obs = lm.first if lm is not None else None

@@ -73,7 +73,8 @@ def release(call: Call) -> None:
     is freed at once: with the consumer's GC thresholds, cyclic garbage that reached the
     oldest generation would wait minutes for a full collection. Call <-> Dialog <->
     Transaction are the cycles; detector state hangs off `ext` and reaches back only
-    through them."""
+    through them. Emptying the containers and the optional links cuts every cycle (the
+    back links `call`/`dialog` stay: typed, compiled attributes refuse None)."""
     for dialog in call.dialogs.values():
         dialog.offer = None
         dialog.pending_invite[0] = dialog.pending_invite[1] = None
