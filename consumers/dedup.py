@@ -130,7 +130,7 @@ def dedup_key(msg: SipMessage, obs: Observation) -> tuple[object, ...]:
     cseq = msg.cseq
     bottom = None
     if call_id is not None and cseq is not None:
-        bottom = bottom_via_text(msg.headers.get("via", ()))  # type: ignore[arg-type]
+        bottom = bottom_via_text(msg.headers.get("via", ()))
     if bottom is None:
         digest = hashlib.blake2b(obs.payload, digest_size=12).digest()
         return ("raw", digest, obs.src, obs.dst)

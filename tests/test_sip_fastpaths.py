@@ -7,6 +7,7 @@ Inputs: Via-shaped values built from fragments, mutated sample Vias, and random 
 
 from __future__ import annotations
 
+import gc
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -130,10 +131,25 @@ def test_c_split_name_table_follows_the_dict() -> None:
     assert framing._split_headers(data, 0, {}) is None
     other = {"Via": "via", "Call-ID": "call-id"}
     split = framing._split_headers(data, 0, other)
-    assert split is not None and split[1] == {"via": ["SIP/2.0/UDP h"], "call-id": ["a"]}
+    assert split is not None and split[1] == {"via": ("SIP/2.0/UDP h",), "call-id": ("a",)}
     assert framing._split_headers(data, 0, {"Via": "via"}) is None
     split = framing._split_headers(data, 0, framing._NAME_CACHE)
-    assert split is not None and split[1] == {"via": ["SIP/2.0/UDP h"], "call-id": ["a"]}
+    assert split is not None and split[1] == {"via": ("SIP/2.0/UDP h",), "call-id": ("a",)}
+
+
+@needs_c
+def test_c_split_headers_are_invisible_to_the_cycle_collector() -> None:
+    """Each value tuple, and so the dict, is untracked: a message kept for the life of its
+    call adds no container for the collector to rescan. Repeated headers keep their order."""
+    data = b"INVITE sip:b@x SIP/2.0\r\nVia: a\r\nCall-ID: c\r\nv: b\r\nVia: d, e\r\n\r\n"
+    split = framing._split_headers(data, 0, framing._NAME_CACHE)
+    assert split is not None
+    headers = split[1]
+    assert headers == {"via": ("a", "b", "d, e"), "call-id": ("c",)}
+    assert not gc.is_tracked(headers)
+    assert not any(gc.is_tracked(values) for values in headers.values())
+    msg = framing.parse_message(data)
+    assert msg.headers == headers and not gc.is_tracked(msg.headers)
 
 
 START_LINES = [

@@ -7,7 +7,8 @@
  * data[start:data.find(b"\r\n\r\n", start)], split on LF) whenever it returns a tuple:
  * start_line is the first line without its trailing CRs; headers maps the key that `names`
  * (framing's name cache: header name as written -> lower-cased full name) gives each name to
- * the list of values, each stripped of SP, HTAB and CR at both ends; body_start is the
+ * the tuple of its values (untracked by the cycle collector), each stripped of SP, HTAB and
+ * CR at both ends; body_start is the
  * offset after the blank line; parsed_line is what framing._start_line returns for a start
  * line it finds nothing wrong with in the common shapes (plain_start_line), else None. It
  * returns None, and the caller runs the Python parser, for
@@ -187,26 +188,29 @@ static PyObject *split_headers(PyObject *self, PyObject *args) {
             while (ve > v && is_strip(ve[-1])) ve--;
             PyObject *value = PyUnicode_DecodeASCII(v, ve - v, NULL);
             if (value == NULL) goto error;
-            PyObject *list = PyDict_GetItemWithError(headers, key); /* borrowed */
-            if (list == NULL) {
-                if (PyErr_Occurred()) {
-                    Py_DECREF(value);
-                    goto error;
-                }
-                list = PyList_New(1);
-                if (list == NULL) {
-                    Py_DECREF(value);
-                    goto error;
-                }
-                PyList_SET_ITEM(list, 0, value); /* steals */
-                int rc = PyDict_SetItem(headers, key, list);
-                Py_DECREF(list);
-                if (rc < 0) goto error;
-            } else {
-                int rc = PyList_Append(list, value);
+            /* Values are stored as tuples of str, untracked by the cycle collector (they
+               cannot be part of a cycle), which keeps the dict untracked too: a message
+               lives as long as its call, and every tracked container it holds would be
+               rescanned by each collection until then. A repeated header (Via, Route)
+               replaces its tuple with one a value longer. */
+            PyObject *old = PyDict_GetItemWithError(headers, key); /* borrowed */
+            if (old == NULL && PyErr_Occurred()) {
                 Py_DECREF(value);
-                if (rc < 0) goto error;
+                goto error;
             }
+            Py_ssize_t n = old == NULL ? 0 : PyTuple_GET_SIZE(old);
+            PyObject *values = PyTuple_New(n + 1);
+            if (values == NULL) {
+                Py_DECREF(value);
+                goto error;
+            }
+            for (Py_ssize_t k = 0; k < n; k++)
+                PyTuple_SET_ITEM(values, k, Py_NewRef(PyTuple_GET_ITEM(old, k)));
+            PyTuple_SET_ITEM(values, n, value); /* steals */
+            PyObject_GC_UnTrack(values);
+            int rc = PyDict_SetItem(headers, key, values);
+            Py_DECREF(values);
+            if (rc < 0) goto error;
         }
         if (nl == NULL) break;
         line = nl + 1;

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Final
 
 from consumers.sip.grammar import TOKEN_RE
-from consumers.sip.header_names import _NAME_CACHE, header_key
+from consumers.sip.header_names import _NAME_CACHE, Headers, frozen_headers, header_key
 from consumers.sip.lexing import parse_delta
 from consumers.sip.memo import remember, table
 from consumers.sip.message import SipMessage
@@ -74,7 +74,7 @@ def parse_message(data: bytes) -> SipMessage:
             b"",
             None,
             0,
-            [Malformed.PARSER_ERROR],
+            (Malformed.PARSER_ERROR,),
         )
 
 
@@ -85,7 +85,7 @@ def _parse(data: bytes) -> SipMessage:
         if start >= len(data):
             return SipMessage(
                 data, "", False, False, None, None, "", None, None, {}, b"", None, 0,
-                [Malformed.EMPTY],
+                (Malformed.EMPTY,),
             )  # fmt: skip
     split = _split_headers(data, start, _NAME_CACHE) if _split_headers is not None else None
     if split is not None:  # the CRLF fast path in C, for ASCII headers with known names
@@ -104,7 +104,7 @@ def _parse(data: bytes) -> SipMessage:
                     if end <= size:
                         return SipMessage(  # type: ignore
                             data, start_line, *parsed_line, headers, data[body_start:end],
-                            content_length, size - end, [],
+                            content_length, size - end, (),
                         )  # fmt: skip
             return _frame(data, start_line, parsed_line, headers, body_start, [])
         reasons: list[str] = []
@@ -136,7 +136,7 @@ def _frame(
     data: bytes,
     start_line: str,
     parsed_line: _StartLine,
-    headers: dict[str, list[str]],
+    headers: Headers,
     body_start: int,
     reasons: list[str],
 ) -> SipMessage:
@@ -164,10 +164,10 @@ def _frame(
                 body = data[body_start:]
                 reasons.append(Malformed.TRUNCATED_BODY)
     return SipMessage(data, start_line, *parsed_line, headers, body, content_length, trailing,
-                      reasons)  # fmt: skip
+                      tuple(reasons))  # fmt: skip
 
 
-def _fast_headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]] | None:
+def _fast_headers(lines: list[str], reasons: list[str]) -> Headers | None:
     headers: dict[str, list[str]] = {}
     cache_get = _NAME_CACHE.get
     bad_line = False
@@ -184,7 +184,7 @@ def _fast_headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]] 
         headers.setdefault(key, []).append(value.strip(" \t\r"))
     if bad_line:
         reasons.append(Malformed.BAD_HEADER_LINE)
-    return headers
+    return frozen_headers(headers)
 
 
 def _exact_lines(data: bytes, start: int, size: int, reasons: list[str]) -> tuple[list[str], int]:
@@ -209,7 +209,7 @@ def _exact_lines(data: bytes, start: int, size: int, reasons: list[str]) -> tupl
     return lines, body_start
 
 
-def _headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]]:
+def _headers(lines: list[str], reasons: list[str]) -> Headers:
     headers: dict[str, list[str]] = {}
     bad_line = False
     for line in lines[1:]:
@@ -221,7 +221,7 @@ def _headers(lines: list[str], reasons: list[str]) -> dict[str, list[str]]:
         headers.setdefault(key, []).append(value.strip(" \t"))
     if bad_line:
         reasons.append(Malformed.BAD_HEADER_LINE)
-    return headers
+    return frozen_headers(headers)
 
 
 def _unfold(lines: list[str], reasons: list[str]) -> list[str]:

@@ -9,7 +9,13 @@ RFC 3265/6665, 3515, 3892, 4028 §4, 3841, 4474).
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, TypeAlias
+
+# A message's headers: lower-cased full name -> its values, one per header line, in order.
+# Tuples, not lists: a parsed message lives as long as its call, and tuples of str (and a
+# dict holding only those) are not tracked by the cycle collector, which would otherwise
+# rescan a container per header of every live message.
+Headers: TypeAlias = dict[str, tuple[str, ...]]
 
 COMPACT_FORMS: Final[dict[str, str]] = {
     "i": "call-id",
@@ -101,3 +107,8 @@ def normalise_name(name: str) -> str:
     """Key for a name given by a caller of `SipMessage.header` (no validation)."""
     key = name.strip(" \t").lower()
     return COMPACT_FORMS.get(key, key)
+
+
+def frozen_headers(lists: dict[str, list[str]]) -> Headers:
+    """The headers built line by line (name -> list of values) in their stored form."""
+    return {key: tuple(values) for key, values in lists.items()}

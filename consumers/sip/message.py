@@ -42,7 +42,7 @@ from consumers.sip.correlation import (
     parse_replaces,
     parse_session_id,
 )
-from consumers.sip.header_names import normalise_name
+from consumers.sip.header_names import Headers, normalise_name
 from consumers.sip.lexing import parse_delta, percent_unescape, split_list
 from consumers.sip.media_type import (
     ContentDisposition,
@@ -95,7 +95,7 @@ class SipMessage:
     version: str  # as written, e.g. "SIP/2.0"
     status_code: int | None  # responses with a valid 100..699 code
     reason_phrase: str | None  # responses: as written (may be empty or UTF-8)
-    headers: dict[str, list[str]]  # lower-cased full name -> one value per header line
+    headers: Headers  # lower-cased full name -> one value per header line (a tuple)
     body: bytes  # framed by Content-Length when it is present and valid
     content_length: int | None  # the valid Content-Length value; None if absent or bad
     trailing_bytes: int  # octets after Content-Length that were discarded (§18.3)
@@ -142,11 +142,11 @@ class SipMessage:
         version: str,
         status_code: int | None,
         reason_phrase: str | None,
-        headers: dict[str, list[str]],
+        headers: Headers,
         body: bytes,
         content_length: int | None,
         trailing_bytes: int,
-        framing_reasons: list[str],
+        framing_reasons: tuple[str, ...],
     ) -> None:
         self.raw = raw
         self.start_line = start_line
@@ -361,7 +361,7 @@ class SipMessage:
         value = self._rare_value("vias")
         if value is _UNSET:
             try:
-                value = parse_via_values(self.headers.get("via", []))
+                value = parse_via_values(self.headers.get("via", ()))
             except Exception:
                 value = self._failed([])
             self._keep("vias", value)
@@ -617,7 +617,7 @@ class SipMessage:
         value = self._rare_value("reason")
         if value is _UNSET:
             try:
-                value = parse_reasons(self.headers.get("reason", []))
+                value = parse_reasons(self.headers.get("reason", ()))
             except Exception:
                 value = self._failed([])
             self._keep("reason", value)
@@ -629,7 +629,7 @@ class SipMessage:
         value = self._rare_value("warning")
         if value is _UNSET:
             try:
-                value = parse_warnings(self.headers.get("warning", []))
+                value = parse_warnings(self.headers.get("warning", ()))
             except Exception:
                 value = self._failed([])
             self._keep("warning", value)
@@ -795,7 +795,7 @@ class SipMessage:
         vias = self._rare_value("vias")
         if vias is not _UNSET:
             return vias[0] if vias else None
-        return parse_top_via(self.headers.get("via", []))
+        return parse_top_via(self.headers.get("via", ()))
 
     def _name_addrs(self, key: str) -> list[NameAddr]:
         out: list[NameAddr] = []

@@ -10,6 +10,7 @@ scalarlg has a 4-digit code, which is not extracted.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -37,7 +38,7 @@ class WarningValue:
     text: str  # unquoted
 
 
-def parse_reasons(values: list[str]) -> list[ReasonValue]:
+def parse_reasons(values: Sequence[str]) -> list[ReasonValue]:
     out: list[ReasonValue] = []
     for value in values:
         for element in split_list(value):
@@ -57,7 +58,7 @@ def parse_reasons(values: list[str]) -> list[ReasonValue]:
     return out
 
 
-def parse_warnings(values: list[str]) -> list[WarningValue]:
+def parse_warnings(values: Sequence[str]) -> list[WarningValue]:
     out: list[WarningValue] = []
     for value in values:
         for element in split_list(value):

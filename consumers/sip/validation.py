@@ -58,7 +58,7 @@ _SINGLE_VALUED: Final = frozenset(
 _RURI_MEMO: Final[dict[str, Codes]] = table()
 
 
-def validate(msg: SipMessage, framing_reasons: list[str]) -> list[str]:
+def validate(msg: SipMessage, framing_reasons: tuple[str, ...]) -> list[str]:
     found = list(framing_reasons)
     headers = msg.headers
 

@@ -12,6 +12,7 @@ RFC 4475 transports has unknown transports (kept, upper-cased). Extraction is li
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -203,7 +204,7 @@ def origin_key(text: str) -> tuple[str, str]:
     return (via.branch or "", via.sent_by)
 
 
-def bottom_via_text(values: list[str]) -> str | None:
+def bottom_via_text(values: Sequence[str]) -> str | None:
     """The last Via value of a message as text (the last element `parse_via_values` would
     parse), without splitting the others."""
     for i in range(len(values) - 1, -1, -1):
@@ -217,7 +218,7 @@ def bottom_via_text(values: list[str]) -> str | None:
     return None
 
 
-def parse_via_values(values: list[str]) -> list[Via]:
+def parse_via_values(values: Sequence[str]) -> list[Via]:
     """All Via values of a message in order: header lines in order, each comma-split.
     Empty elements (",,") are skipped here; validation reports them."""
     vias: list[Via] = []
@@ -229,7 +230,7 @@ def parse_via_values(values: list[str]) -> list[Via]:
     return vias
 
 
-def parse_top_via(values: list[str]) -> Via | None:
+def parse_top_via(values: Sequence[str]) -> Via | None:
     """Only the first Via value, without parsing the rest."""
     for value in values:
         if "," in value:
