@@ -29,6 +29,7 @@ COMPILED_FILES = (
     "consumers/observation.py",
     "consumers/legs/summary.py",
     "consumers/record_ids.py",
+    "consumers/records.py",
 )
 
 

@@ -204,7 +204,7 @@ def _json_records(records: list[Any]) -> list[dict[str, Any]]:
         # the fields whose value is not a str/int/float/bool/None, found without a Python loop
         for key in compress(names, map(not_, map(_ATOMS.__contains__, map(type, values)))):
             d[key] = _plain(d[key])
-        d["kind"] = cls.kind
+        d["kind"] = r.kind
         for key, iso_key in times:
             d[iso_key] = iso_time(d[key])
         out.append(d)

@@ -5,14 +5,23 @@ turn them into rows; `to_dict()` gives the JSON-ready form. Every record has a d
 `id` built from what it describes (never from wall-clock time or process state), so a
 replay of the same input after a crash or rebalance yields the same ids and a sink can drop
 what it already stored. The anomaly columns are PROTOCOL.md C.0's common columns; each
-family's own fields go in `fields`.
+family's own fields go in `fields`. `kind` is a read-only property naming the record type.
+
+The records are compiled with the rest of the core (setup.py): built positionally from the
+engine they are C structs, not interpreted dataclasses with a Python `__init__`; they stay
+dataclasses (`fields`, `asdict`, `replace` work) and take exactly their declared types.
+`LegRecord` lives in `consumers.leg_record`, interpreted (re-exported here).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
+
+from mypy_extensions import mypyc_attr
+
+from consumers.leg_record import LegRecord
 
 
 class Severity(StrEnum):
@@ -25,7 +34,8 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
-@dataclass(slots=True)
+@mypyc_attr(serializable=True)
+@dataclass
 class ObservationRow:
     """One captured copy of a logical message (C.0.1, C.0.2)."""
 
@@ -39,9 +49,9 @@ class ObservationRow:
     copies: int = 1  # transport duplicates of this copy (same bytes, same addresses)
 
 
-@dataclass(slots=True)
+@mypyc_attr(serializable=True)
+@dataclass
 class MessageRecord:
-    kind: ClassVar[str] = "message"
     id: str
     event_time_us: int  # the sender's time: first in-copy, else first copy
     node: str
@@ -78,6 +88,10 @@ class MessageRecord:
     observations: list[ObservationRow] = field(default_factory=list)
     raw: bytes = b""
 
+    @property
+    def kind(self) -> str:
+        return "message"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind
@@ -85,11 +99,11 @@ class MessageRecord:
         return d
 
 
-@dataclass(slots=True)
+@mypyc_attr(serializable=True)
+@dataclass
 class SessionChangeRecord:
     """One mid-dialog re-INVITE, UPDATE or PRACK transaction (PROTOCOL.md C.10)."""
 
-    kind: ClassVar[str] = "session_change"
     id: str
     event_time_us: int  # the request's send time
     node: str
@@ -114,17 +128,21 @@ class SessionChangeRecord:
     evidence: list[str] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def kind(self) -> str:
+        return "session_change"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind
         return d
 
 
-@dataclass(slots=True)
+@mypyc_attr(serializable=True)
+@dataclass
 class DialogRecord:
     """A dialog (or a call attempt that never got one) when it ends or is evicted."""
 
-    kind: ClassVar[str] = "dialog"
     id: str
     node: str
     call_id: str
@@ -152,17 +170,21 @@ class DialogRecord:
     icid: str
     correlation_id: str
 
+    @property
+    def kind(self) -> str:
+        return "dialog"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind
         return d
 
 
-@dataclass(slots=True)
+@mypyc_attr(serializable=True)
+@dataclass
 class AnomalyRecord:
     """One anomaly with PROTOCOL.md C.0's common columns and its family's `fields`."""
 
-    kind: ClassVar[str] = "anomaly"
     id: str
     anomaly: str
     severity: str
@@ -196,73 +218,9 @@ class AnomalyRecord:
     evidence: list[str] = field(default_factory=list)
     fields: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["kind"] = self.kind
-        return d
-
-
-@dataclass(slots=True)
-class LegRecord:
-    """One fact of a call leg for the cross-leg correlator (PROTOCOL.md C.12, B.13).
-
-    `fact` is "setup" (once per call: the dialog-creating answer, with the initial INVITE's
-    time, addresses, Allow and users in the invite_/caller_ fields), "request" (a re-INVITE
-    or UPDATE) or "final" (its final response). The message columns describe the message
-    the fact is about; `direction` is its sender's. Every fact carries the leg's keys.
-    """
-
-    kind: ClassVar[str] = "leg"
-    id: str
-    fact: str  # setup, request, final
-    event_time_us: int  # the sender's time of the message (in-copy)
-    detected_at_us: int  # first-stage stream time when the fact was emitted
-    node: str
-    capture_id: int
-    call_id: str
-    caller_tag: str
-    callee_tag: str
-    owner_known: bool  # the leg's initial INVITE was observed (C.0 rule 6)
-    direction: str  # of the message: caller_to_callee, callee_to_caller
-    dialog_state: str
-    method: str  # request method, or the CSeq method of a response
-    cseq: int
-    status: int  # 0 for requests
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    transport: str
-    ref: str  # evidence id of the message
-    ua_sender: str
-    ua_peer: str
-    hep_correlation_id: str  # HEP chunk 0x0011
-    session_id_pair: str  # RFC 7989 UUIDs seen on the leg, sorted, comma-joined
-    x_cid: str  # X-CID header (on a B-leg: the A-leg's Call-ID)
-    icid: str  # P-Charging-Vector icid-value (RFC 7315)
-    # setup
-    from_user: str = ""
-    to_user: str = ""
-    ruri_user: str = ""
-    invite_time_us: int = 0
-    invite_ref: str = ""
-    invite_src_ip: str = ""
-    invite_src_port: int = 0
-    invite_dst_ip: str = ""
-    invite_dst_port: int = 0
-    caller_allow: list[str] | None = None  # Allow of the initial INVITE (None: no header)
-    callee_allow: list[str] | None = None  # Allow of the answer
-    session_expires: int | None = None  # setup and final: from the 2xx
-    refresher: str | None = None
-    # request
-    purpose: str = ""  # change (offer with a new SDP), refresh (no or same SDP), late_offer
-    offer: bool = False  # the request carried an SDP offer
-    sdp_change: str = ""  # streams, direction, codecs, media, version, new, "" (none)
-    # final
-    request_time_us: int = 0
-    answered_by: str = ""  # peer (an endpoint sent it), proxy (the observed proxy did)
-    response_ms: float | None = None
-    offer_in_response: bool = False  # a re-INVITE without SDP got its offer here
+    @property
+    def kind(self) -> str:
+        return "anomaly"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -271,3 +229,14 @@ class LegRecord:
 
 
 Record = MessageRecord | SessionChangeRecord | DialogRecord | AnomalyRecord | LegRecord
+
+__all__ = [
+    "AnomalyRecord",
+    "DialogRecord",
+    "LegRecord",
+    "MessageRecord",
+    "ObservationRow",
+    "Record",
+    "SessionChangeRecord",
+    "Severity",
+]
