@@ -8,7 +8,6 @@ becomes before the sans-I/O core sees it. `from_hep` builds one from a decoded H
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -18,20 +17,89 @@ from collector.hep.model import HepPacket
 _TRANSPORTS: Final = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
+_FIELDS: Final = (
+    "ts_us",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "transport",
+    "capture_id",
+    "node",
+    "correlation_id",
+    "ref",
+    "payload",
+)
+
+
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
 class Observation:
-    ts_us: int  # capture time (HEP timestamp), microseconds since the epoch
-    src_ip: str
-    src_port: int
-    dst_ip: str
-    dst_port: int
-    transport: str  # udp, tcp, tls, sctp, ws, wss or "ip<N>"
-    capture_id: int
-    node: str  # capture node name (Kafka header hep.node, or the capture id as text)
-    correlation_id: str  # HEP chunk 0x0011, "" when absent
-    ref: str  # evidence id: "topic/partition/offset", "file.pcap#17", ...
-    payload: bytes
+    """One captured copy. A plain class, not a dataclass: one is built per HEP record, and
+    compiled, a dataclass runs the interpreted `__init__` the decorator generates (about 5x
+    the cost of this one). Equality, repr and `replace` are those a dataclass would have."""
+
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        ts_us: int,  # capture time (HEP timestamp), microseconds since the epoch
+        src_ip: str,
+        src_port: int,
+        dst_ip: str,
+        dst_port: int,
+        transport: str,  # udp, tcp, tls, sctp, ws, wss or "ip<N>"
+        capture_id: int,
+        node: str,  # capture node name (Kafka header hep.node, or the capture id as text)
+        correlation_id: str,  # HEP chunk 0x0011, "" when absent
+        ref: str,  # evidence id: "topic/partition/offset", "file.pcap#17", ...
+        payload: bytes,
+    ) -> None:
+        self.ts_us = ts_us
+        self.src_ip = src_ip
+        self.src_port = src_port
+        self.dst_ip = dst_ip
+        self.dst_port = dst_port
+        self.transport = transport
+        self.capture_id = capture_id
+        self.node = node
+        self.correlation_id = correlation_id
+        self.ref = ref
+        self.payload = payload
+
+    def _values(self) -> tuple[object, ...]:
+        return (
+            self.ts_us,
+            self.src_ip,
+            self.src_port,
+            self.dst_ip,
+            self.dst_port,
+            self.transport,
+            self.capture_id,
+            self.node,
+            self.correlation_id,
+            self.ref,
+            self.payload,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Observation):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={v!r}" for n, v in zip(_FIELDS, self._values(), strict=True))
+        return f"Observation({fields})"
+
+    def replace(self, **changes: Any) -> Observation:
+        """A copy with `changes` applied, as `dataclasses.replace` makes one."""
+        values: dict[str, Any] = dict(zip(_FIELDS, self._values(), strict=True))
+        unknown = changes.keys() - values.keys()
+        if unknown:
+            raise TypeError(f"Observation has no field {sorted(unknown)[0]!r}")
+        values.update(changes)
+        return Observation(**values)
 
     @property
     def src(self) -> tuple[str, int]:

@@ -276,12 +276,13 @@ def run_service(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, serving metrics on `consumer.metrics_listen`."""
     import signal
 
-    from consumers.runtime import tune_gc
+    from consumers.runtime import GcSweepCollector, tune_gc
     from hepwatch.config import parse_host_port
     from hepwatch.ops_http import start_ops_server
 
     tune_gc()
     service = ConsumerService(settings)
+    service.registry.register(GcSweepCollector())
     legs = None
     if settings.consumer.legs_stage:  # the C.12 second stage, in a thread of this process
         legs = start_legs_thread(settings, service.registry, on_error=service.stop)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +339,7 @@ def _numbered(call: Call, n: int) -> list[Observation]:
     (same From and To users a moment apart, PROTOCOL.md B.13) to the leg correlator."""
     a, b = f"sip:+4420{n:07d}@".encode(), f"sip:+4930{n:07d}@".encode()
     return [
-        replace(o, payload=o.payload.replace(b"sip:a@", a).replace(b"sip:b@", b))
+        o.replace(payload=o.payload.replace(b"sip:a@", a).replace(b"sip:b@", b))
         for o in call.flow.obs
     ]
 
@@ -382,7 +382,7 @@ def write_capture(calls: list[Call], path: Path, number_from: int = 0) -> int:
 def shift_call(call: Call, seconds: float) -> Call:
     """Move every copy of the call `seconds` later (earlier when negative)."""
     dt = round(seconds * 1_000_000)
-    call.flow.obs = [replace(o, ts_us=o.ts_us + dt) for o in call.flow.obs]
+    call.flow.obs = [o.replace(ts_us=o.ts_us + dt) for o in call.flow.obs]
     return call
 
 

@@ -63,7 +63,7 @@ def call(call_id: str, *, node_v6: bool = False) -> list[Record]:
     f.wait(1)
     f.bye()
     # message ids come from the capture refs, which every Flow numbers from 1
-    f.obs = [dataclasses.replace(o, ref=f"{call_id}#{o.ref}") for o in f.obs]
+    f.obs = [o.replace(ref=f"{call_id}#{o.ref}") for o in f.obs]
     return f.engine_records()
 
 

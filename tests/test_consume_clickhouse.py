@@ -450,6 +450,7 @@ def test_clickhouse_unavailable_pauses_and_loses_nothing(broker, tmp_path):
         assert metric(m, "hepwatch_consumer_sink_paused") == 1
         assert (metric(m, "hepwatch_consumer_sink_failures_total") or 0) >= 3
         assert metric(m, "hepwatch_consumer_records_total") == 0
+        assert metric(m, "hepwatch_gc_sweeps_total") is not None  # consumers/runtime.py
         assert "revoked" not in c.log() and c.log().count("assigned partitions") == 1
         assert c.proc is not None and c.proc.poll() is None
         assert committed(broker, group, topic, 2) == {0: -1001, 1: -1001}  # nothing committed

@@ -9,7 +9,6 @@ disruption), and no message, dialog or anomaly record is written twice.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid
@@ -37,7 +36,7 @@ def _calls(n: int, prefix: str) -> tuple[list[Flow], list[Flow]]:
         cut = len(f.obs)
         f.wait(1.0)
         f.bye("A" if i % 2 else "B")
-        f.obs = [dataclasses.replace(o, ts_us=o.ts_us + shift) for o in f.obs]
+        f.obs = [o.replace(ts_us=o.ts_us + shift) for o in f.obs]
         first = Flow(f.call_id)
         first.obs = f.obs[:cut]
         second = Flow(f.call_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipflow import Flow, Sent, sdp
 
 from consumers.detectors.dialog_481 import Dialog481Detector
@@ -181,9 +179,7 @@ def test_retransmitted_481_is_reported_once_and_proxy_481_has_low_confidence():
     f.wait(1)
     upd = f.request("A", "UPDATE")
     f.response(upd, 481)
-    f.obs += [
-        dataclasses.replace(o, ts_us=o.ts_us + 3_000_000, ref=o.ref + "r") for o in f.obs[-2:]
-    ]
+    f.obs += [o.replace(ts_us=o.ts_us + 3_000_000, ref=o.ref + "r") for o in f.obs[-2:]]
     f.wait(5)
     re = f.request("B", "INVITE", relay=False)
     f.response(re, 481, proxy=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipflow import Flow, Sent, sdp
 
 from consumers.detectors.early_reinvite import EarlyReinviteDetector
@@ -222,9 +220,9 @@ def test_late_copy_of_the_2xx_beyond_the_window_withdraws_the_finding():
     f.response(y, 200, body=sdp(version=2, session_id="2002"))
     arrival = [o for o in f.obs if o not in ok_obs]
     at = arrival.index(next(o for o in arrival if f"branch={y.branch}" in o.payload.decode()))
-    arrival[at + 2 : at + 2] = [dataclasses.replace(o) for o in ok_obs]
+    arrival[at + 2 : at + 2] = [o.replace() for o in ok_obs]
     # A later message pushes stream time past the reorder window before the 200 arrives.
-    arrival.insert(at + 2, dataclasses.replace(arrival[at], ts_us=arrival[at].ts_us + 400_000))
+    arrival.insert(at + 2, arrival[at].replace(ts_us=arrival[at].ts_us + 400_000))
     assert feed(arrival) == []
 
 
@@ -291,7 +289,7 @@ def test_retransmitted_early_reinvite_is_one_finding():
     y_obs = [o for o in f.obs if f"branch={y.branch}" in o.payload.decode()]
     for dt in (0.5, 2.5):
         for o in y_obs:
-            f.obs.append(dataclasses.replace(o, ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
+            f.obs.append(o.replace(ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
     f.wait(3)
     f.response(y, 500, headers=["Retry-After: 2"])
     f.hop_ack(y)

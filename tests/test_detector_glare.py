@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 from sipflow import T0, Flow, Sent, sdp
@@ -308,7 +307,7 @@ def test_udp_retransmissions_are_not_new_transactions_or_new_491s():
     # 491 again after 0.5 s and 3 s: none of them is a new transaction or a second glare.
     for dt in (0.5, 3.0):
         for o in x_obs + r491:
-            f.obs.append(dataclasses.replace(o, ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
+            f.obs.append(o.replace(ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
     f.wait(0.5)
     reinvite_ok(f, "B")
     f.wait(2.5)

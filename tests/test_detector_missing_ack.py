@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 from sipflow import T0, Flow, sdp
@@ -29,7 +28,7 @@ def _retransmit(flow: Flow, start_line: bytes, cseq: int, after: tuple[float, ..
     for dt in after:
         for o in first:
             ts = base + round(dt * 1e6) + (o.ts_us - base)
-            flow.obs.append(dataclasses.replace(o, ts_us=ts, ref=f"{o.ref}+{dt}"))
+            flow.obs.append(o.replace(ts_us=ts, ref=f"{o.ref}+{dt}"))
 
 
 def _reinvite(flow: Flow, sender: str = "A", version: int = 2):
@@ -188,7 +187,7 @@ def test_ack_captured_before_the_2xx_copy_counts():
     f.ack(re)
     # The ACK's copies carry earlier stamps than the 2xx's (another Kamailio worker).
     for i in (-2, -1):
-        f.obs[i] = dataclasses.replace(f.obs[i], ts_us=ok_ts - 150 + (i + 2) * 10)
+        f.obs[i] = f.obs[i].replace(ts_us=ok_ts - 150 + (i + 2) * 10)
     _tick(f, 100)
     assert _run(f) == []
 
@@ -202,7 +201,7 @@ def test_initial_ack_captured_before_the_2xx_without_early_dialog():
     inv.to_tag = "b1"
     f.ack(inv)
     for i in (-2, -1):
-        f.obs[i] = dataclasses.replace(f.obs[i], ts_us=ok_ts - 150 + (i + 2) * 10)
+        f.obs[i] = f.obs[i].replace(ts_us=ok_ts - 150 + (i + 2) * 10)
     _tick(f, 100)
     assert _run(f) == []
 
@@ -322,7 +321,7 @@ def test_initial_ack_captured_before_the_2xx_with_early_dialog():
     ok_ts = f.obs[-2].ts_us
     f.ack(inv)
     for i in (-2, -1):
-        f.obs[i] = dataclasses.replace(f.obs[i], ts_us=ok_ts - 150 + (i + 2) * 10)
+        f.obs[i] = f.obs[i].replace(ts_us=ok_ts - 150 + (i + 2) * 10)
     _tick(f, 100)
     assert _run(f) == []
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipflow import Flow, Sent, sdp
 
 from consumers.detectors.early_reinvite import EarlyReinviteDetector
@@ -231,7 +229,7 @@ def test_retransmitted_invite_is_not_a_second_invite():
     x_obs = [o for o in f.obs if f"branch={x.branch}" in o.payload.decode()]
     for dt in (0.5, 2.5):  # a transport copy, then a transaction-layer retransmission
         for o in x_obs:
-            f.obs.append(dataclasses.replace(o, ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
+            f.obs.append(o.replace(ts_us=o.ts_us + int(dt * 1e6), ref=f"rt{dt}"))
     f.wait(3)
     finish(f, x, body=sdp(version=2, session_id="2002"))
     assert run(f) == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipflow import Flow, Sent, sdp
 
 from consumers.detectors.prack import PrackDetector
@@ -78,9 +76,7 @@ def test_retransmitted_reliable_1xx_is_not_a_new_one():
     f = Flow()
     inv = _invite(f)
     _rel(f, inv, 1, body=ANSWER)
-    f.obs += [
-        dataclasses.replace(o, ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]
-    ]
+    f.obs += [o.replace(ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]]
     f.wait(3)
     _prack(f, 1)
     _answer(f, inv)
@@ -215,9 +211,7 @@ def test_retransmitted_prack_481_is_reported_once():
     _rel(f, inv, 1, body=ANSWER)
     pr = _prack(f, 3, answer_200=False)
     f.response(pr, 481)
-    f.obs += [
-        dataclasses.replace(o, ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]
-    ]
+    f.obs += [o.replace(ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]]
     f.wait(3)
     _prack(f, 1)
     _answer(f, inv)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from sipflow import Flow, Sent, sdp
 
@@ -76,13 +74,13 @@ def _rewrite_out(f: Flow, start: int, old: str, new: str) -> None:
             f"Content-Length: {len(body)}" if h.startswith("Content-Length:") else h
             for h in head.split("\r\n")
         )
-        f.obs[i] = dataclasses.replace(o, payload=(head + sep + body).encode())
+        f.obs[i] = o.replace(payload=(head + sep + body).encode())
 
 
 def _out_first(f: Flow, start: int) -> None:
     for i, o in enumerate(f.obs[start:], start):
         if o.src_ip == PROXY_IP and f.obs[i - 1].dst_ip == PROXY_IP:
-            f.obs[i] = dataclasses.replace(o, ts_us=f.obs[i - 1].ts_us - 100)
+            f.obs[i] = o.replace(ts_us=f.obs[i - 1].ts_us - 100)
 
 
 # -- events are intents, not anomalies -----------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -219,7 +218,7 @@ def out_copies_first(f: Flow, start: int = 0) -> None:
     """Stamp proxy out-copies before their in-copies (another Kamailio worker was faster)."""
     for i, o in enumerate(f.obs[start:], start):
         if o.src_ip == "10.0.0.1" and i and f.obs[i - 1].dst_ip == "10.0.0.1":
-            f.obs[i] = dataclasses.replace(o, ts_us=f.obs[i - 1].ts_us - 100)
+            f.obs[i] = o.replace(ts_us=f.obs[i - 1].ts_us - 100)
 
 
 @pytest.mark.parametrize("out_first", [False, True])
@@ -232,7 +231,7 @@ def test_nat_fixed_contact_in_the_out_copy_is_no_target_refresh(out_first: bool)
             text = re.sub(
                 r"Contact: <sip:(\w)@[^>]*>", r"Contact: <sip:\1@198.51.100.1>", o.payload.decode()
             )
-            f.obs[i] = dataclasses.replace(o, payload=text.encode())
+            f.obs[i] = o.replace(payload=text.encode())
     if out_first:  # only the re-INVITE's copies: ev.msg is then the rewritten one
         out_copies_first(f, setup)
     assert [r.intent for r in _changes(f)] == ["no_change"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 from sipflow import Flow, Sent, sdp
@@ -121,7 +120,7 @@ def _edit(f: Flow, index: int, old: bytes, new: bytes) -> None:
     o = f.obs[index]
     assert old in o.payload
     payload = o.payload.replace(old, new)
-    f.obs[index] = dataclasses.replace(o, payload=payload)
+    f.obs[index] = o.replace(payload=payload)
 
 
 # -- clean flows -----------------------------------------------------------------------------

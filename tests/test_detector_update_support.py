@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipflow import Flow, sdp
 
 from consumers.detectors.update_support import UpdateSupportDetector
@@ -183,9 +181,7 @@ def test_retransmitted_update_is_reported_once():
     f = Flow()
     _setup(f, b180=(WITHOUT,), b200=(WITHOUT,))
     f.request("A", "UPDATE", body=sdp(version=2))
-    copies = [
-        dataclasses.replace(o, ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]
-    ]
+    copies = [o.replace(ts_us=o.ts_us + 2_500_000, ref=o.ref + "r") for o in f.obs[-2:]]
     f.obs += copies
     f.wait(40)
     f.bye()

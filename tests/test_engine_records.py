@@ -6,7 +6,6 @@ field (the engine builds records positionally) fails here.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 
@@ -74,7 +73,7 @@ def _call() -> Flow:
     f.ack(inv)
     f.wait(2)
     f.bye("B")
-    f.obs = [dataclasses.replace(o, correlation_id=f"corr-{o.ref}") for o in f.obs]
+    f.obs = [o.replace(correlation_id=f"corr-{o.ref}") for o in f.obs]
     return f
 
 
@@ -234,8 +233,7 @@ def test_dialog_record_correlation_keys_from_the_first_message_that_has_them():
     f.ack(inv, headers=["X-CID: other@x", "P-Charging-Vector: icid-value=zzz"])
     ringing = 2  # the 180's first copy: the first HEP correlation id the call gets
     f.obs = [
-        dataclasses.replace(o, correlation_id="hep-corr" if n == ringing else "")
-        for n, o in enumerate(f.obs)
+        o.replace(correlation_id="hep-corr" if n == ringing else "") for n, o in enumerate(f.obs)
     ]
     records = f.engine_records(Engine(EngineConfig(), detectors=[]))
     (dialog,) = [r for r in records if isinstance(r, DialogRecord)]

@@ -100,7 +100,7 @@ class B2bua:
         obs = []
         for flow in (self.a, self.b):
             for i, o in enumerate(flow.obs):
-                obs.append(dataclasses.replace(o, ref=f"{flow.call_id}#{i}"))
+                obs.append(o.replace(ref=f"{flow.call_id}#{i}"))
         return sorted(obs, key=lambda o: o.ts_us)
 
     def records(self) -> list[Record]:
@@ -175,7 +175,7 @@ def test_leg_summaries_are_few_and_carry_the_keys():
     _relay_update_as(call, "UPDATE")
     # a retransmission of the A-leg UPDATE (same branch, 2.5 s later) adds nothing
     up = next(o for o in call.a.obs if b"UPDATE sip:" in o.payload[:20])
-    call.a.obs.append(dataclasses.replace(up, ts_us=up.ts_us + 2_500_000))
+    call.a.obs.append(up.replace(ts_us=up.ts_us + 2_500_000))
     call.end(9)
     legs = _legs(call.records())
     by_call: dict[str, list[str]] = {}
@@ -532,7 +532,7 @@ def test_heuristic_ambiguous_candidates_fire_nothing():
     twin = Flow("leg-c@test", caller_tag="c1", callee_tag="s3", a=("10.0.0.4", 5060), b=SBC_A)
     twin.at(0.005)
     twin.setup(ack=False)
-    twin_obs = [dataclasses.replace(o, ref=f"c#{i}") for i, o in enumerate(twin.obs)]
+    twin_obs = [o.replace(ref=f"c#{i}") for i, o in enumerate(twin.obs)]
     records = _run(call.observations() + twin_obs)
     assert [a for a in correlate(records) if a.anomaly in C12] == []
 
@@ -547,7 +547,7 @@ def test_heuristic_prefers_the_call_that_reached_the_sbc():
                  b=("10.0.0.99", 5060))  # fmt: skip
     other.at(0.025)
     other.setup(ack=False)
-    other_obs = [dataclasses.replace(o, ref=f"c#{i}") for i, o in enumerate(other.obs)]
+    other_obs = [o.replace(ref=f"c#{i}") for i, o in enumerate(other.obs)]
     anoms = [a for a in correlate(_run(call.observations() + other_obs)) if a.anomaly in C12]
     assert [(a.anomaly, a.fields["leg_b_call_id"]) for a in anoms] == [
         ("update_absorbed", "leg-b@sbc")
@@ -557,7 +557,7 @@ def test_heuristic_prefers_the_call_that_reached_the_sbc():
 def test_heuristic_needs_the_b_leg_invite_within_a_second():
     call = B2bua()
     call.setup(b_delay=0.3)
-    call.b.obs = [dataclasses.replace(o, ts_us=o.ts_us + 1_500_000) for o in call.b.obs]
+    call.b.obs = [o.replace(ts_us=o.ts_us + 1_500_000) for o in call.b.obs]
     _absorbed_update(call)
     call.end(9)
     assert call.anomalies() == []
@@ -584,7 +584,7 @@ def test_same_call_id_from_another_node_is_not_a_pair():
     call.setup(a_invite=sid, b_invite=sid)
     _absorbed_update(call)
     call.end(9)
-    copy = [dataclasses.replace(o, node="p2", ref=f"p2#{i}") for i, o in enumerate(call.a.obs)]
+    copy = [o.replace(node="p2", ref=f"p2#{i}") for i, o in enumerate(call.a.obs)]
     records = sorted(_run(call.observations()) + _run(copy), key=_when)
     anoms = [a for a in correlate(records) if a.anomaly in C12]
     assert [(a.anomaly, a.node) for a in anoms] == [("update_absorbed", "p1")]
@@ -656,7 +656,7 @@ def test_pairs_by_hep_correlation_id():
     _relay_update_as(call, "INVITE")
     call.end(9)
     for flow in (call.a, call.b):
-        flow.obs = [dataclasses.replace(o, correlation_id="corr-77") for o in flow.obs]
+        flow.obs = [o.replace(correlation_id="corr-77") for o in flow.obs]
     (an,) = call.anomalies()
     assert an.fields["correlation_method"] == "hep_cid" and an.hep_correlation_id == "corr-77"
 

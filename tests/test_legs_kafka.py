@@ -12,7 +12,6 @@ directory, which only consume's process can open.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import time
@@ -45,7 +44,7 @@ def _sbc_call(tag: str) -> tuple[list[Flow], list[Flow]]:
     shift = int(time.time() * 1e6) - int(T0 * 1e6)  # capture times near the wall clock
     firsts, rests = [], []
     for flow, n in zip((call.a, call.b), cut, strict=True):
-        obs = [dataclasses.replace(o, ts_us=o.ts_us + shift) for o in flow.obs]
+        obs = [o.replace(ts_us=o.ts_us + shift) for o in flow.obs]
         first, rest = Flow(flow.call_id), Flow(flow.call_id)
         first.obs, rest.obs = obs[:n], obs[n:]
         firsts.append(first)
@@ -252,7 +251,7 @@ def test_c12_into_clickhouse_once_across_consumer_crashes(broker, tmp_path):
     # from before that would arrive behind its stream time (decided as they come, late).
     delta = int(time.time() * 1e6) - min(o.ts_us for f in rests for o in f.obs)
     for flow in rests:
-        flow.obs = [dataclasses.replace(o, ts_us=o.ts_us + delta) for o in flow.obs]
+        flow.obs = [o.replace(ts_us=o.ts_us + delta) for o in flow.obs]
     _produce(broker, topic, rests)
     c2 = consumer()
     got = _wait_metric(c2, "hepwatch_legs_anomalies_total", 1, anomaly="update_to_reinvite")

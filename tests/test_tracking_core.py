@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 from sipflow import Flow, sdp
@@ -37,7 +36,7 @@ def test_in_and_out_copies_fold_into_one_message_with_hops():
 def test_transport_duplicate_counts_a_copy_not_a_message():
     f = Flow()
     f.setup()
-    f.obs.append(dataclasses.replace(f.obs[0], ref="dup"))
+    f.obs.append(f.obs[0].replace(ref="dup"))
     msgs = _messages(f)
     invite = next(m for m in msgs if m.method == "INVITE" and m.status == 0)
     assert invite.observations[0].copies == 2
@@ -98,7 +97,7 @@ def test_retransmitted_request_and_2xx_are_flagged():
     f.wait(0.5)
     ok = [o for o in f.obs if o.payload.startswith(b"SIP/2.0 200")]
     for o in ok:
-        f.obs.append(dataclasses.replace(o, ts_us=o.ts_us + 4_000_000, ref="rt"))
+        f.obs.append(o.replace(ts_us=o.ts_us + 4_000_000, ref="rt"))
     f.wait(5)
     f.ack(inv)
     msgs = _messages(f)

@@ -1,0 +1,86 @@
+"""The consumer's cycle-collector policy (`consumers.runtime`): automatic collection off,
+full sweeps on a timer or on growth, each counted, and the metrics that show them."""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+
+import pytest
+from prometheus_client.registry import CollectorRegistry
+
+from consumers import runtime
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def _wait(pred, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+@pytest.fixture
+def tuned():
+    yield runtime
+    runtime.restore_gc()
+
+
+def test_tune_gc_turns_automatic_collection_off_and_a_timer_sweeps_cycles(tuned) -> None:
+    runtime.tune_gc(interval_s=0.5, growth=10**12)
+    assert not gc.isenabled()
+    before = runtime.sweep_stats.sweeps
+    ref = _cycle()
+    assert ref() is not None  # a cycle outlives its last outside reference: nothing collects
+    assert _wait(lambda: ref() is None), "the timed sweep did not free the cycle"
+    assert runtime.sweep_stats.sweeps > before
+    assert runtime.sweep_stats.collected >= 2
+
+
+def test_growth_triggers_a_sweep_before_the_interval(tuned) -> None:
+    runtime.tune_gc(interval_s=3600, growth=20_000)
+    before = runtime.sweep_stats.sweeps
+    keep = [[i] for i in range(30_000)]  # tracked containers, alive: growth, no garbage
+    ref = _cycle()
+    assert _wait(lambda: runtime.sweep_stats.sweeps > before and ref() is None)
+    assert len(keep) == 30_000
+
+
+def test_a_sweep_counts_what_it_found() -> None:
+    gc.collect()
+    refs = [_cycle() for _ in range(10)]
+    found = runtime.sweep()
+    assert found >= 20 and all(r() is None for r in refs)
+    assert runtime.sweep_stats.last_collected == found
+    assert runtime.sweep_stats.last_seconds >= 0
+
+
+def test_restore_gc_stops_the_thread_and_collects_automatically_again(tuned) -> None:
+    runtime.tune_gc(interval_s=3600)
+    runtime.restore_gc()
+    assert gc.isenabled()
+    assert not any(t.name == "gc-sweep" for t in __import__("threading").enumerate())
+
+
+def test_metrics_of_the_sweeps() -> None:
+    registry = CollectorRegistry()
+    registry.register(runtime.GcSweepCollector())
+    runtime.sweep()
+    sweeps = registry.get_sample_value("hepwatch_gc_sweeps_total")
+    assert sweeps is not None and sweeps >= 1
+    assert registry.get_sample_value("hepwatch_gc_collected_objects_total") is not None
+    assert registry.get_sample_value("hepwatch_gc_sweep_seconds_total") is not None
+    assert registry.get_sample_value("hepwatch_gc_tracked_objects") is not None
