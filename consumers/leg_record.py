@@ -9,8 +9,8 @@ dataclass reports only as a class, losing `int | None` and `list[str] | None`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Self
 
 
 @dataclass(slots=True)
@@ -77,6 +77,9 @@ class LegRecord:
     @property
     def kind(self) -> str:
         return "leg"
+
+    def replace(self, **changes: Any) -> Self:
+        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -8,7 +8,6 @@ chDB opens one data directory per process, so a test module shares one directory
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
-from consumers.records import ObservationRow, Record
+from consumers.records import Record, field_names
 from hepwatch.config import ClickHouseConfig
 
 TABLES = ("sip_messages", "session_changes", "dialogs", "anomalies", "sip_minute_counts")
@@ -79,14 +78,13 @@ def shifted(records: Iterable[Record], delta_us: int) -> list[Record]:
     out: list[Record] = []
     for rec in records:
         changes: dict[str, Any] = {}
-        for f in dataclasses.fields(rec):
-            value = getattr(rec, f.name)
-            if f.name.endswith("_us") and isinstance(value, int) and value:
-                changes[f.name] = value + delta_us
+        for name in field_names(rec):
+            value = getattr(rec, name)
+            if name.endswith("_us") and isinstance(value, int) and value:
+                changes[name] = value + delta_us
         if hasattr(rec, "observations"):
             changes["observations"] = [
-                ObservationRow(**{**dataclasses.asdict(o), "ts_us": o.ts_us + delta_us})
-                for o in rec.observations
+                o.replace(ts_us=o.ts_us + delta_us) for o in rec.observations
             ]
-        out.append(dataclasses.replace(rec, **changes))
+        out.append(rec.replace(**changes))
     return out

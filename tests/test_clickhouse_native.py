@@ -25,7 +25,7 @@ from consumers.clickhouse.client import Client, connect
 from consumers.clickhouse.migrations import apply_migrations
 from consumers.clickhouse.rows import TABLES
 from consumers.clickhouse.sink import ClickHouseSink, SinkFlushError
-from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record
+from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record, field_names
 from hepwatch.config import ClickHouseConfig, TtlConfig
 
 pytestmark = pytest.mark.skipif(not native.HAVE_NATIVE, reason="C extension not built")
@@ -48,15 +48,15 @@ def edge_records(base: list[Record]) -> list[Record]:
     dialog = next(r for r in base if isinstance(r, DialogRecord))
     obs = ObservationRow(2**53, "::ffff:10.9.8.7", 65535, "fe80::1%eth0", 0, "unknown", "é", 0)
     return [
-        dataclasses.replace(
-            msg, id="edge-1", allow=[], supported=None, require=["100rel", "timer"],
+        msg.replace(
+            id="edge-1", allow=[], supported=None, require=["100rel", "timer"],
             session_expires=2**32 - 1, min_se=0, refresher=None, user_agent="Zoë/1.0 ☎",
             status=65535, cseq=0, capture_id=2**32 - 1, src_ip="not-an-ip", dst_ip="",
             malformed=["bad Via", ""], observations=[], raw=b"\x00\xff" * 300,
             correlation_id="x" * 200, reason_phrase="",
         ),
-        dataclasses.replace(
-            msg, id="edge-2", allow=None, supported=[], session_expires=None, min_se=None,
+        msg.replace(
+            id="edge-2", allow=None, supported=[], session_expires=None, min_se=None,
             refresher="uas", observations=[obs, obs], raw=b"", src_ip="[2001:db8::9]",
             dst_ip="255.255.255.255", event_time_us=msg.event_time_us + 1,
         ),
@@ -142,7 +142,7 @@ def test_both_paths_give_a_block_the_same_token(ch: Client) -> None:
 def test_text_that_is_not_unicode_keeps_its_original_bytes(ch: Client) -> None:
     msg = next(r for r in call("s@test", node_v6=False) if isinstance(r, MessageRecord))
     # header values are decoded with surrogateescape: b"\xff" arrives as "\udcff"
-    odd = dataclasses.replace(msg, user_agent=b"UA \xff\xfe".decode("utf-8", "surrogateescape"))
+    odd = msg.replace(user_agent=b"UA \xff\xfe".decode("utf-8", "surrogateescape"))
     sink = ClickHouseSink(ch, CFG, native=True)
     sink.write([odd])
     sink.flush()
@@ -163,7 +163,7 @@ def test_a_bad_value_fails_the_flush_naming_the_column_and_keeps_the_rows(
     msg = next(r for r in call("b@test", node_v6=False) if isinstance(r, MessageRecord))
     # The compiled record refuses a value of the wrong type; a record-shaped object stands in
     # for a record from elsewhere (an interpreted build, a future producer) that has one.
-    values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+    values = {name: getattr(msg, name) for name in field_names(msg)}
     bad = SimpleNamespace(**{**values, field: value}, kind=msg.kind)
     sink = ClickHouseSink(ch, CFG, native=True)
     sink.write([msg, bad])

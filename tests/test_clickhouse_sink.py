@@ -238,7 +238,7 @@ def test_minute_counts_view_matches_the_messages(ch: Client) -> None:
     msgs = [r for r in records if isinstance(r, MessageRecord)]
     # two retransmissions of a 491 a minute later, counted in retransmissions as well
     extra = [
-        dataclasses.replace(m, id=record_id("rtx", m.id, i), retransmission=True,
+        m.replace(id=record_id("rtx", m.id, i), retransmission=True,
                             event_time_us=m.event_time_us + 60_000_000)
         for i, m in enumerate(x for x in msgs if x.status == 491)
     ][:2]  # fmt: skip
@@ -286,7 +286,7 @@ def test_queries_use_the_primary_key_and_the_call_id_index(ch: Client) -> None:
     sink = ClickHouseSink(ch, CFG)
     for i in range(4000):
         sink.write(
-            dataclasses.replace(m, id=record_id(i, m.id), call_id=f"bulk-{i}@test",
+            m.replace(id=record_id(i, m.id), call_id=f"bulk-{i}@test",
                                 event_time_us=m.event_time_us + i * 3_000_000)
             for m in base
         )  # fmt: skip
