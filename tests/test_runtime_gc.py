@@ -52,10 +52,23 @@ def test_tune_gc_turns_automatic_collection_off_and_a_timer_sweeps_cycles(tuned)
 
 def test_growth_triggers_a_sweep_before_the_interval(tuned) -> None:
     runtime.tune_gc(interval_s=3600, growth=20_000)
+    runtime.sweep_stats.survivors = 0
     before = runtime.sweep_stats.sweeps
     keep = [[i] for i in range(30_000)]  # tracked containers, alive: growth, no garbage
     ref = _cycle()
     assert _wait(lambda: runtime.sweep_stats.sweeps > before and ref() is None)
+    assert len(keep) == 30_000
+
+
+def test_growth_is_measured_against_the_heap_the_last_sweep_left(tuned) -> None:
+    runtime.tune_gc(interval_s=3600, growth=20_000)
+    runtime.sweep_stats.survivors = 200_000  # a big heap: 30k new objects are not enough
+    before = runtime.sweep_stats.sweeps
+    keep = [[i] for i in range(30_000)]
+    time.sleep(2.5)
+    assert runtime.sweep_stats.sweeps == before
+    runtime.sweep_stats.survivors = 0
+    assert _wait(lambda: runtime.sweep_stats.sweeps > before)
     assert len(keep) == 30_000
 
 
