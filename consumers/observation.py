@@ -89,17 +89,11 @@ class Observation:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={v!r}" for n, v in zip(_FIELDS, self._values(), strict=True))
-        return f"Observation({fields})"
+        return fields_repr("Observation", _FIELDS, self._values())
 
     def replace(self, **changes: Any) -> Observation:
         """A copy with `changes` applied, as `dataclasses.replace` makes one."""
-        values: dict[str, Any] = dict(zip(_FIELDS, self._values(), strict=True))
-        unknown = changes.keys() - values.keys()
-        if unknown:
-            raise TypeError(f"Observation has no field {sorted(unknown)[0]!r}")
-        values.update(changes)
-        return Observation(**values)
+        return Observation(**replaced_fields("Observation", _FIELDS, self._values(), changes))
 
     @property
     def src(self) -> tuple[str, int]:
@@ -108,6 +102,27 @@ class Observation:
     @property
     def dst(self) -> tuple[str, int]:
         return (self.dst_ip, self.dst_port)
+
+
+# The dataclass behaviour of the plain classes built on the hot path (this one, and the
+# message records of `consumers.records`).
+
+
+def fields_repr(cls: str, names: tuple[str, ...], values: tuple[Any, ...]) -> str:
+    inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, values, strict=True))
+    return f"{cls}({inner})"
+
+
+def replaced_fields(
+    cls: str, names: tuple[str, ...], values: tuple[Any, ...], changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The constructor arguments of a copy with `changes` applied (dataclasses.replace)."""
+    out: dict[str, Any] = dict(zip(names, values, strict=True))
+    for name in changes:
+        if name not in out:
+            raise TypeError(f"{cls} has no field {name!r}")
+    out.update(changes)
+    return out
 
 
 def transport_name(ip_proto: int | None, tls_hint: bool = False) -> str:

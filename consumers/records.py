@@ -22,6 +22,7 @@ from typing import Any, Final, Self
 from mypy_extensions import mypyc_attr
 
 from consumers.leg_record import LegRecord
+from consumers.observation import fields_repr, replaced_fields
 
 
 class Severity(StrEnum):
@@ -87,22 +88,6 @@ _MESSAGERECORD_FIELDS: Final = (
 )
 
 
-def _repr(cls: str, names: tuple[str, ...], values: tuple[Any, ...]) -> str:
-    inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, values, strict=True))
-    return f"{cls}({inner})"
-
-
-def _replaced(
-    cls: str, names: tuple[str, ...], values: tuple[Any, ...], changes: dict[str, Any]
-) -> dict[str, Any]:
-    out: dict[str, Any] = dict(zip(names, values, strict=True))
-    for name in changes:
-        if name not in out:
-            raise TypeError(f"{cls} has no field {name!r}")
-    out.update(changes)
-    return out
-
-
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
 class ObservationRow:
     """One captured copy of a logical message (C.0.1, C.0.2)."""
@@ -149,12 +134,12 @@ class ObservationRow:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __repr__(self) -> str:
-        return _repr("ObservationRow", _OBSERVATIONROW_FIELDS, self._values())
+        return fields_repr("ObservationRow", _OBSERVATIONROW_FIELDS, self._values())
 
     def replace(self, **changes: Any) -> ObservationRow:
         """A copy with `changes` applied, as `dataclasses.replace` makes one."""
         return ObservationRow(
-            **_replaced("ObservationRow", _OBSERVATIONROW_FIELDS, self._values(), changes)
+            **replaced_fields("ObservationRow", _OBSERVATIONROW_FIELDS, self._values(), changes)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -288,12 +273,12 @@ class MessageRecord:
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __repr__(self) -> str:
-        return _repr("MessageRecord", _MESSAGERECORD_FIELDS, self._values())
+        return fields_repr("MessageRecord", _MESSAGERECORD_FIELDS, self._values())
 
     def replace(self, **changes: Any) -> MessageRecord:
         """A copy with `changes` applied, as `dataclasses.replace` makes one."""
         return MessageRecord(
-            **_replaced("MessageRecord", _MESSAGERECORD_FIELDS, self._values(), changes)
+            **replaced_fields("MessageRecord", _MESSAGERECORD_FIELDS, self._values(), changes)
         )
 
     @property
