@@ -55,6 +55,8 @@ class Worker(Protocol):
 
 W = TypeVar("W", bound=Worker)
 
+CLOSE_TIMEOUT_S = 10.0
+
 
 class PartitionedConsumer(Generic[W]):
     """Subclasses set `topic`, `group`, `output`, `store`, `pause` and the two metrics, and
@@ -169,8 +171,24 @@ class PartitionedConsumer(Generic[W]):
                 self.output.close_partition(worker.key)
             self.workers.clear()
             self.output.close()
-            consumer.close()
+            self._close(consumer)
             self.log.info("%sstopped", self.label)
+
+    def _close(self, consumer: Consumer) -> None:
+        """Leave the group, waiting `CLOSE_TIMEOUT_S` at most. Everything is checkpointed and
+        committed by now, so a close that does not return (librdkafka can wait on a group
+        request in flight during a rebalance) only delays the group noticing that this
+        member left, by its session timeout; it must not keep the process from stopping."""
+        closer = threading.Thread(target=consumer.close, name="kafka-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            self.log.warning(
+                "%sKafka consumer did not close within %.0f s; stopping without it (the "
+                "group reassigns this member's partitions after its session timeout)",
+                self.label,
+                CLOSE_TIMEOUT_S,
+            )
 
     # -- partitions ------------------------------------------------------------------------
 

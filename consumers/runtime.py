@@ -1,4 +1,5 @@
-"""Process settings for long-running analysis: how the cycle collector runs.
+"""Process settings for the long-running services: how the cycle collector runs, and a
+stack dump on SIGUSR1 (`dump_stacks_on_sigusr1`) for a process that does not stop.
 
 The engine keeps hundreds of thousands of small long-lived objects (calls, dialogs, their
 messages), and it breaks its own reference cycles: a released call clears its containers
@@ -21,8 +22,10 @@ sweep is counted with what it found (`sweep_stats`, and the `hepwatch_gc_*` metr
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +85,12 @@ def _sweeper(stop: threading.Event) -> None:
         if now - last >= _policy["interval_s"] or gc.get_count()[0] >= growth:
             sweep()
             last = time.monotonic()
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` writes every thread's Python stack to stderr (the log), and the
+    process goes on: what an operator needs when a consumer does not stop or stops moving."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def tune_gc(interval_s: float = SWEEP_INTERVAL_S, growth: int = SWEEP_GROWTH) -> None:

@@ -276,11 +276,12 @@ def run_service(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, serving metrics on `consumer.metrics_listen`."""
     import signal
 
-    from consumers.runtime import GcSweepCollector, tune_gc
+    from consumers.runtime import GcSweepCollector, dump_stacks_on_sigusr1, tune_gc
     from hepwatch.config import parse_host_port
     from hepwatch.ops_http import start_ops_server
 
     tune_gc()
+    dump_stacks_on_sigusr1()
     service = ConsumerService(settings)
     service.registry.register(GcSweepCollector())
     legs = None

@@ -74,7 +74,7 @@ from consumers.engine import Engine, EngineConfig
 from consumers.legs.partition import LegPartition
 from consumers.observation import Observation, from_hep
 from consumers.records import AnomalyRecord, LegRecord, Record
-from consumers.runtime import GcSweepCollector, tune_gc
+from consumers.runtime import GcSweepCollector, dump_stacks_on_sigusr1, tune_gc
 from consumers.service import ConsumerMetrics
 from hepwatch.config import ListenAddress, Settings, parse_host_port
 from hepwatch.ops_http import start_ops_server
@@ -524,6 +524,7 @@ class RunService:
 
         # chDB, the schema, the sink; the engine restored from its checkpoint.
         tune_gc()  # as `consume`: the engine holds many small long-lived objects
+        dump_stacks_on_sigusr1()
         registry.register(GcSweepCollector())
         check_not_in_use(chdb_dir)
         self._client = connect(f"chdb://{chdb_dir}")

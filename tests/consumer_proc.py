@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -84,7 +85,17 @@ class ConsumerProc:
     def stop(self) -> str:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Where it hangs: the consumer writes every thread's stack to its log on SIGUSR1.
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(
+                f"consumer did not stop within 30 s of SIGTERM; its log:\n{self.log()[-20000:]}"
+            ) from None
         err = self.log()
         assert self.proc.returncode == 0, err
         return err

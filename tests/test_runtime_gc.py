@@ -4,13 +4,18 @@ full sweeps on a timer or on growth, each counted, and the metrics that show the
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import time
 import weakref
+from pathlib import Path
 
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
 from consumers import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Node:
@@ -97,3 +102,25 @@ def test_metrics_of_the_sweeps() -> None:
     assert registry.get_sample_value("hepwatch_gc_collected_objects_total") is not None
     assert registry.get_sample_value("hepwatch_gc_sweep_seconds_total") is not None
     assert registry.get_sample_value("hepwatch_gc_tracked_objects") is not None
+
+
+def test_sigusr1_dumps_every_thread_stack_and_the_process_goes_on():
+    code = (
+        "import os, signal, threading, time\n"
+        "from consumers.runtime import dump_stacks_on_sigusr1\n"
+        "dump_stacks_on_sigusr1()\n"
+        "def parked_in_worker():\n"
+        "    time.sleep(5)\n"
+        "threading.Thread(target=parked_in_worker, daemon=True).start()\n"
+        "time.sleep(0.2)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "time.sleep(0.2)\n"
+        "print('still running')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "still running"
+    assert "parked_in_worker" in done.stderr  # the other thread's stack too
+    assert "Current thread" in done.stderr

@@ -536,7 +536,7 @@ def run_legs_service(settings: Settings) -> None:
     """`hepwatch legs`: the second stage alone, until SIGTERM/SIGINT."""
     import signal
 
-    from consumers.runtime import tune_gc
+    from consumers.runtime import dump_stacks_on_sigusr1, tune_gc
     from hepwatch.config import parse_host_port
     from hepwatch.ops_http import start_ops_server
 
@@ -549,6 +549,7 @@ def run_legs_service(settings: Settings) -> None:
             "at a ClickHouse server (clickhouse:http://host:8123/db)"
         )
     tune_gc()
+    dump_stacks_on_sigusr1()
     stage = LegStage(settings)
     if settings.consumer.metrics_listen:
         host, port = parse_host_port(settings.consumer.metrics_listen)
