@@ -31,6 +31,7 @@ COMPILED_FILES = (
     "consumers/record_ids.py",
     "consumers/records.py",
     "consumers/capture.py",
+    "collector/capfile.py",
 )
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 from struct import Struct
 from typing import BinaryIO
 
+from mypy_extensions import mypyc_attr
+
 # Link types (tcpdump.org LINKTYPE_* values as stored in capture files).
 LINKTYPE_NULL = 0
 LINKTYPE_ETHERNET = 1
@@ -56,6 +58,7 @@ class NotACapture(ValueError):
     """The file is neither pcap nor pcapng."""
 
 
+@mypyc_attr(native_class=False)  # compiled, a subclass of EOFError must be a Python class
 class CaptureTruncated(EOFError):
     """The file ends inside a file header, a block, or a packet record header."""
 

@@ -25,11 +25,10 @@ reorder window is sized for a live stream, not for a file written by a slow coll
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from socket import inet_ntoa
-from struct import Struct
 from typing import TYPE_CHECKING
 
 from collector.capfile import LINKTYPE_ETHERNET, CaptureTruncated, iter_frames
@@ -37,6 +36,7 @@ from collector.hep.errors import HepError
 from collector.hep.fast import decode, looks_like_sip
 from collector.hep.model import PROTO_SIP
 from consumers.observation import Observation, from_hep
+from consumers.sip.value import Value
 
 if TYPE_CHECKING:
     from collector.replay import CaptureScanner
@@ -47,51 +47,46 @@ _FAST_MAX_PAYLOAD = 60000  # larger plain SIP goes through the scanner's size ch
 _CAPTURE_ID = 0  # of plain SIP found in the file (CaptureScanner's default)
 
 
-# Ethernet (untagged), IPv4 header without options, UDP header: ethertype, version/IHL,
-# total length, flags/fragment offset, protocol, source, destination, ports, UDP length.
-_ETH_IP_UDP = Struct("!12xHBxH2xHxB2x4s4sHHH")
-
-
-def _ethernet_ipv4_udp(frame: bytes) -> tuple[bytes, bytes, int, int, bytes] | None:
-    """(src, dst, sport, dport, payload) of an untagged Ethernet/IPv4/UDP frame that is not
-    a fragment; None for anything else (the scanner then handles it)."""
-    if len(frame) < 42:
-        return None
-    ethertype, vihl, total, frag, proto, src, dst, sport, dport, ulen = _ETH_IP_UDP.unpack_from(
-        frame
-    )
-    if ethertype != 0x0800 or vihl >> 4 != 4 or proto != 17 or frag & 0x3FFF:
-        return None  # not IPv4, not UDP, or MF set / fragment offset non-zero
+def _udp_span(frame: bytes) -> tuple[int, int]:
+    """(start, end) of the UDP payload of an untagged Ethernet/IPv4/UDP frame that is not a
+    fragment; (0, 0) for anything else (the scanner then handles it). Read byte by byte: a
+    native tuple of two ints costs nothing, unpacking the headers into objects does."""
+    n = len(frame)
+    if n < 42 or frame[12] != 0x08 or frame[13] != 0x00:  # ethertype IPv4
+        return 0, 0
+    vihl = frame[14]
+    # version 4, protocol UDP, neither MF set nor a fragment offset
+    if vihl >> 4 != 4 or frame[23] != 17 or frame[20] & 0x3F or frame[21]:
+        return 0, 0
     udp = (vihl & 0x0F) * 4 + 14
-    if udp != 34:  # IP options: the UDP header is further on
-        if udp < 34 or len(frame) < udp + 8:
-            return None
-        sport, dport, ulen = _UDP.unpack_from(frame, udp)
-    end = 14 + total if total else len(frame)  # 0 with segmentation offload
-    if end > len(frame) or end < udp + 8:
-        return None
+    if udp < 34 or n < udp + 8:
+        return 0, 0
+    total = frame[16] << 8 | frame[17]
+    end = 14 + total if total else n  # 0 with segmentation offload
+    if end > n or end < udp + 8:
+        return 0, 0
+    ulen = frame[udp + 4] << 8 | frame[udp + 5]
     if ulen >= 8 and udp + ulen < end:
         end = udp + ulen
-    return src, dst, sport, dport, frame[udp + 8 : end]
-
-
-_UDP = Struct("!HHH")
+    return udp + 8, end
 
 
 class CaptureError(ValueError):
     """The file cannot be read as a capture at all (missing, unreadable, not pcap/pcapng)."""
 
 
-@dataclass
-class CaptureStats:
+class CaptureStats(Value):
     """What reading one capture gave: frames, HEP packets, observations, and rejections."""
 
-    packets: int = 0  # frames read from the file
-    hep: int = 0  # HEP packets found as they were captured
-    sip_wrapped: int = 0  # plain SIP messages found (wrapped as HEPv3 on the way)
-    observations: int = 0  # SIP observations handed on
-    truncated: bool = False  # the file ends inside a record
-    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    FIELDS = ("packets", "hep", "sip_wrapped", "observations", "truncated", "rejected")
+
+    def __init__(self) -> None:
+        self.packets = 0  # frames read from the file
+        self.hep = 0  # HEP packets found as they were captured
+        self.sip_wrapped = 0  # plain SIP messages found (wrapped as HEPv3 on the way)
+        self.observations = 0  # SIP observations handed on
+        self.truncated = False  # the file ends inside a record
+        self.rejected: dict[str, int] = {}  # reason -> count
 
     def reject(self, reason: str, n: int = 1) -> None:
         if n:
@@ -106,6 +101,40 @@ class CaptureStats:
             "truncated": self.truncated,
             "rejected": dict(sorted(self.rejected.items())),
         }
+
+
+def window_sorted(observations: Iterable[Observation], window_us: int) -> Iterator[Observation]:
+    """`observations` in (capture time, arrival) order, each released once it is older than
+    the newest seen by more than `window_us` (all of them at the end).
+
+    Most of a capture is in order already: what comes in order waits in `run` (sorted by
+    construction) and only what comes out of order goes through the heap; the next released
+    is the smaller of the two heads."""
+    run: deque[tuple[int, int, Observation]] = deque()
+    heap: list[tuple[int, int, Observation]] = []
+    newest = 0
+    for seq, obs in enumerate(observations):
+        ts = obs.ts_us
+        if ts >= newest:
+            newest = ts
+            run.append((ts, seq, obs))
+        else:
+            heapq.heappush(heap, (ts, seq, obs))
+        oldest = newest - window_us
+        while True:
+            if heap and (not run or heap[0] < run[0]):
+                if heap[0][0] >= oldest:
+                    break
+                yield heapq.heappop(heap)[2]
+            elif run and run[0][0] < oldest:
+                yield run.popleft()[2]
+            else:
+                break
+    while run or heap:
+        if heap and (not run or heap[0] < run[0]):
+            yield heapq.heappop(heap)[2]
+        else:
+            yield run.popleft()[2]
 
 
 class CaptureReader:
@@ -129,17 +158,7 @@ class CaptureReader:
         return self._scanner
 
     def __iter__(self) -> Iterator[Observation]:
-        heap: list[tuple[int, int, Observation]] = []
-        newest = 0
-        window = self.sort_window_us
-        for seq, obs in enumerate(self._unsorted()):
-            heapq.heappush(heap, (obs.ts_us, seq, obs))
-            if obs.ts_us > newest:
-                newest = obs.ts_us
-            while heap and heap[0][0] < newest - window:
-                yield heapq.heappop(heap)[2]
-        while heap:
-            yield heapq.heappop(heap)[2]
+        return window_sorted(self._unsorted(), self.sort_window_us)
 
     def _unsorted(self) -> Iterator[Observation]:
         stats = self.stats
@@ -153,21 +172,23 @@ class CaptureReader:
             # Fast path for the usual capture (Ethernet/IPv4/UDP, whole datagrams): the same
             # result as CaptureScanner without building dpkt objects or wrapping plain SIP as
             # HEP only to decode it again. Anything else goes through the scanner.
-            udp = _ethernet_ipv4_udp(frame) if fast and linktype == LINKTYPE_ETHERNET else None
-            if udp is not None:
-                if udp[4].startswith(_HEP3_MAGICS):
+            start, end = _udp_span(frame) if fast and linktype == LINKTYPE_ETHERNET else (0, 0)
+            if end:
+                payload = frame[start:end]
+                if payload.startswith(_HEP3_MAGICS):
                     fast_hep += 1
-                    obs = from_wire(udp[4], f"{name}#{number}")
+                    obs = from_wire(payload, f"{name}#{number}")
                     if obs is not None:
                         yield obs
                     continue
-                if len(udp[4]) <= _FAST_MAX_PAYLOAD and looks_like_sip(udp[4]):
+                if len(payload) <= _FAST_MAX_PAYLOAD and looks_like_sip(payload):
                     fast_sip += 1
                     stats.observations += 1
-                    src, dst, sport, dport, payload = udp
+                    sport = frame[start - 8] << 8 | frame[start - 7]
+                    dport = frame[start - 6] << 8 | frame[start - 5]
                     yield Observation(
-                        ts_us, inet_ntoa(src), sport, inet_ntoa(dst), dport, "udp",
-                        _CAPTURE_ID, node, "", f"{name}#{number}", payload,
+                        ts_us, inet_ntoa(frame[26:30]), sport, inet_ntoa(frame[30:34]), dport,
+                        "udp", _CAPTURE_ID, node, "", f"{name}#{number}", payload,
                     )  # fmt: skip
                     continue
             for k, wire in enumerate(self.scanner.feed(ts_us, linktype, frame), 1):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -31,6 +30,7 @@ from consumers.observation import Observation
 from consumers.record_ids import record_id
 from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record
 from consumers.sip import parse_message
+from consumers.sip.value import Value
 from consumers.tracking.freezer import release
 from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
 from consumers.tracking.states import DialogState
@@ -38,13 +38,22 @@ from consumers.tracking.tracker import Tracker, TrackerConfig
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class EngineConfig:
-    reorder_window_ms: int = 300
-    dedup_window_ms: int = 1000
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    emit_messages: bool = True
-    keep_raw: bool = True
+class EngineConfig(Value):
+    FIELDS = ("reorder_window_ms", "dedup_window_ms", "tracker", "emit_messages", "keep_raw")
+
+    def __init__(
+        self,
+        reorder_window_ms: int = 300,
+        dedup_window_ms: int = 1000,
+        tracker: TrackerConfig | None = None,
+        emit_messages: bool = True,
+        keep_raw: bool = True,
+    ) -> None:
+        self.reorder_window_ms = reorder_window_ms
+        self.dedup_window_ms = dedup_window_ms
+        self.tracker: TrackerConfig = TrackerConfig() if tracker is None else tracker
+        self.emit_messages = emit_messages
+        self.keep_raw = keep_raw
 
     @classmethod
     def from_consumer(cls, c: Any) -> EngineConfig:
@@ -58,16 +67,27 @@ class EngineConfig:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class EngineStats:
-    observations: int = 0
-    messages: int = 0  # logical messages processed
-    not_sip: int = 0
-    parse_failures: dict[str, int] = field(default_factory=dict)
-    late: int = 0  # observations older than what was already processed
-    timers_fired: int = 0
-    timers_dropped: int = 0  # their call was gone already
-    anomalies: dict[str, int] = field(default_factory=dict)
+class EngineStats(Value):
+    FIELDS = (
+        "observations",
+        "messages",
+        "not_sip",
+        "parse_failures",
+        "late",
+        "timers_fired",
+        "timers_dropped",
+        "anomalies",
+    )
+
+    def __init__(self) -> None:
+        self.observations = 0
+        self.messages = 0  # logical messages processed
+        self.not_sip = 0
+        self.parse_failures: dict[str, int] = {}
+        self.late = 0  # observations older than what was already processed
+        self.timers_fired = 0
+        self.timers_dropped = 0  # their call was gone already
+        self.anomalies: dict[str, int] = {}
 
 
 # What a checkpoint of the engine holds.

@@ -576,7 +576,15 @@ def test_fast_path_header_reading_agrees_with_the_scanner() -> None:
     cuts): whatever the Ethernet/IPv4/UDP shortcut accepts, collector.replay's dpkt-based
     path reads as the same addresses, ports and payload."""
     from collector import replay as rp
-    from consumers.capture import _ethernet_ipv4_udp
+    from consumers.capture import _udp_span
+
+    def _ethernet_ipv4_udp(frame: bytes) -> tuple[bytes, bytes, int, int, bytes] | None:
+        start, end = _udp_span(frame)
+        if not end:
+            return None
+        ports = frame[start - 8 : start - 4]
+        sport, dport = int.from_bytes(ports[:2], "big"), int.from_bytes(ports[2:], "big")
+        return frame[26:30], frame[30:34], sport, dport, frame[start:end]
 
     rng = random.Random(11)
     sip = basic_call().obs[0]

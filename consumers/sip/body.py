@@ -10,7 +10,6 @@ multiparts up to a small depth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
@@ -22,17 +21,26 @@ from consumers.sip.media_type import (
     parse_disposition,
     parse_media_type,
 )
+from consumers.sip.value import Value
 
 _MAX_DEPTH: Final = 3
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class BodyPart:
-    content_type: MediaType | None
-    disposition: ContentDisposition | None
-    content: bytes
-    headers: dict[str, list[str]] = field(default_factory=dict)
+class BodyPart(Value):
+    FIELDS = ("content_type", "disposition", "content", "headers")
+
+    def __init__(
+        self,
+        content_type: MediaType | None,
+        disposition: ContentDisposition | None,
+        content: bytes,
+        headers: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.content_type = content_type
+        self.disposition = disposition
+        self.content = content
+        self.headers: dict[str, list[str]] = {} if headers is None else headers
 
 
 def split_multipart(body: bytes, boundary: str) -> tuple[list[BodyPart], bool]:

@@ -13,13 +13,13 @@ generic-param)) [RFC 3891 §6.1]. Event = event-type *(SEMI event-param), id par
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import CALL_ID, TOKEN
 from consumers.sip.lexing import Params, parse_params
+from consumers.sip.value import Value
 
 _HEX32: Final = re.compile(r"[0-9A-Fa-f]{32}")
 _LEAD_ITEM: Final = re.compile(r"([^;]*)(.*)", re.S)
@@ -27,18 +27,22 @@ _EVENT: Final = re.compile(f"({TOKEN})[ \\t]*(.*)", re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class SessionId:
-    local: str  # lower-cased 32 hex digits
-    remote: str | None = None
-    params: Params = field(default_factory=dict)
+class SessionId(Value):
+    FIELDS = ("local", "remote", "params")
+
+    def __init__(self, local: str, remote: str | None = None, params: Params | None = None) -> None:
+        self.local = local  # lower-cased 32 hex digits
+        self.remote = remote
+        self.params: Params = {} if params is None else params
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class ChargingVector:
-    icid_value: str | None
-    params: Params = field(default_factory=dict)  # every param, icid-value included
+class ChargingVector(Value):
+    FIELDS = ("icid_value", "params")
+
+    def __init__(self, icid_value: str | None, params: Params | None = None) -> None:
+        self.icid_value = icid_value
+        self.params: Params = {} if params is None else params  # every one, icid-value too
 
     @property
     def orig_ioi(self) -> str | None:
@@ -50,21 +54,32 @@ class ChargingVector:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Replaces:
-    call_id: str
-    to_tag: str | None
-    from_tag: str | None
-    early_only: bool
-    params: Params = field(default_factory=dict)
+class Replaces(Value):
+    FIELDS = ("call_id", "to_tag", "from_tag", "early_only", "params")
+
+    def __init__(
+        self,
+        call_id: str,
+        to_tag: str | None,
+        from_tag: str | None,
+        early_only: bool,
+        params: Params | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.to_tag = to_tag
+        self.from_tag = from_tag
+        self.early_only = early_only
+        self.params: Params = {} if params is None else params
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Event:
-    package: str  # event-type as written, e.g. "refer", "presence.winfo"
-    id: str | None = None
-    params: Params = field(default_factory=dict)
+class Event(Value):
+    FIELDS = ("package", "id", "params")
+
+    def __init__(self, package: str, id: str | None = None, params: Params | None = None) -> None:
+        self.package = package  # event-type as written, e.g. "refer", "presence.winfo"
+        self.id = id
+        self.params: Params = {} if params is None else params
 
 
 def parse_session_id(value: str) -> SessionId | None:

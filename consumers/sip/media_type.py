@@ -9,19 +9,22 @@ their case (a multipart boundary is case-sensitive, RFC 2046 §5.1.1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_params
+from consumers.sip.value import Value
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True, frozen=True)
-class MediaType:
-    type: str
-    subtype: str
-    params: Params = field(default_factory=dict)
+class MediaType(Value):
+    """Shared by every message with the same text (memoised): never modified."""
+
+    FIELDS = ("type", "subtype", "params")
+
+    def __init__(self, type: str, subtype: str, params: Params | None = None) -> None:
+        self.type = type
+        self.subtype = subtype
+        self.params: Params = {} if params is None else params
 
     @property
     def mime(self) -> str:
@@ -33,10 +36,14 @@ class MediaType:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True, frozen=True)
-class ContentDisposition:
-    type: str  # lower-cased: session, render, icon, alert, early-session, ...
-    params: Params = field(default_factory=dict)
+class ContentDisposition(Value):
+    """Shared by every message with the same text (memoised): never modified."""
+
+    FIELDS = ("type", "params")
+
+    def __init__(self, type: str, params: Params | None = None) -> None:
+        self.type = type  # lower-cased: session, render, icon, alert, early-session, ...
+        self.params: Params = {} if params is None else params
 
     @property
     def handling(self) -> str | None:

@@ -14,48 +14,65 @@ grammar is checked by validation (`grammar.py`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_delta, parse_params
 from consumers.sip.memo import remember, table
+from consumers.sip.value import Value
 
 _MISSING: Final = object()
 _RETRY_AFTER: Final = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class CSeq:
-    number: int
-    method: str  # case-sensitive [§20.16]
+class CSeq(Value):
+    FIELDS = ("number", "method")
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method  # case-sensitive [§20.16]
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class RAck:
-    rseq: int
-    cseq: int
-    method: str
+class RAck(Value):
+    FIELDS = ("rseq", "cseq", "method")
+
+    def __init__(self, rseq: int, cseq: int, method: str) -> None:
+        self.rseq = rseq
+        self.cseq = cseq
+        self.method = method
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True, frozen=True)
-class SessionExpires:
-    delta: int  # seconds
-    refresher: str | None  # "uac", "uas", or None when absent (or not one of the two)
-    params: Params = field(default_factory=dict)
+class SessionExpires(Value):
+    """Shared by every message with the same text (memoised): never modified."""
+
+    FIELDS = ("delta", "refresher", "params")
+
+    def __init__(self, delta: int, refresher: str | None, params: Params | None = None) -> None:
+        self.delta = delta  # seconds
+        # "uac", "uas", or None when absent (or not one of the two)
+        self.refresher = refresher
+        self.params: Params = {} if params is None else params
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class RetryAfter:
-    seconds: int
-    comment: str | None = None
-    duration: int | None = None
-    params: Params = field(default_factory=dict)
+class RetryAfter(Value):
+    FIELDS = ("seconds", "comment", "duration", "params")
+
+    def __init__(
+        self,
+        seconds: int,
+        comment: str | None = None,
+        duration: int | None = None,
+        params: Params | None = None,
+    ) -> None:
+        self.seconds = seconds
+        self.comment = comment
+        self.duration = duration
+        self.params: Params = {} if params is None else params
 
 
 _MEMO_CSEQ: Final[dict[str, CSeq | None]] = table()

@@ -11,31 +11,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_params, split_list, unquote
+from consumers.sip.value import Value
 
 _WARNING: Final = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class ReasonValue:
-    protocol: str  # as written: "SIP", "Q.850", ...
-    cause: int | None = None
-    text: str | None = None  # unquoted
-    params: Params = field(default_factory=dict)
+class ReasonValue(Value):
+    FIELDS = ("protocol", "cause", "text", "params")
+
+    def __init__(
+        self,
+        protocol: str,
+        cause: int | None = None,
+        text: str | None = None,
+        params: Params | None = None,
+    ) -> None:
+        self.protocol = protocol  # as written: "SIP", "Q.850", ...
+        self.cause = cause
+        self.text = text  # unquoted
+        self.params: Params = {} if params is None else params
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class WarningValue:
-    code: int
-    agent: str
-    text: str  # unquoted
+class WarningValue(Value):
+    FIELDS = ("code", "agent", "text")
+
+    def __init__(self, code: int, agent: str, text: str) -> None:
+        self.code = code
+        self.agent = agent
+        self.text = text  # unquoted
 
 
 def parse_reasons(values: Sequence[str]) -> list[ReasonValue]:

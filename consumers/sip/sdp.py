@@ -15,13 +15,13 @@ frozen objects that every description holding them shares.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.memo import remember, table
 from consumers.sip.reasons import SdpMalformed
+from consumers.sip.value import Value
 
 DIRECTIONS: Final = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
 _LINE_TYPES: Final = frozenset("abcdefghijklmnopqrstuvwxyz")
@@ -57,52 +57,115 @@ STATIC_PAYLOAD_TYPES: Final[dict[str, str]] = {
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Origin:
-    username: str
-    session_id: str  # kept as text: often larger than 64 bits
-    version: int | None  # None when not a number
-    net_type: str
-    addr_type: str
-    address: str
+class Origin(Value):
+    FIELDS = ("username", "session_id", "version", "net_type", "addr_type", "address")
+
+    def __init__(
+        self,
+        username: str,
+        session_id: str,
+        version: int | None,
+        net_type: str,
+        addr_type: str,
+        address: str,
+    ) -> None:
+        self.username = username
+        self.session_id = session_id  # kept as text: often larger than 64 bits
+        self.version = version  # None when not a number
+        self.net_type = net_type
+        self.addr_type = addr_type
+        self.address = address
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True, frozen=True)
-class Connection:
-    net_type: str
-    addr_type: str
-    address: str  # without any /ttl/count suffix
-    raw: str
+class Connection(Value):
+    """Hashable, and shared by every message with the same text (memoised): never
+    modified."""
+
+    FIELDS = ("net_type", "addr_type", "address", "raw")
+
+    def __init__(self, net_type: str, addr_type: str, address: str, raw: str) -> None:
+        self.net_type = net_type
+        self.addr_type = addr_type
+        self.address = address  # without any /ttl/count suffix
+        self.raw = raw
+
+    def __hash__(self) -> int:
+        return hash(self.to_tuple())
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True, frozen=True)
-class RtpMap:
-    payload_type: str
-    encoding: str
-    clock_rate: int | None
-    params: str | None = None  # e.g. channel count "2"
+class RtpMap(Value):
+    """Hashable, and shared by every message with the same text (memoised): never
+    modified."""
+
+    FIELDS = ("payload_type", "encoding", "clock_rate", "params")
+
+    def __init__(
+        self, payload_type: str, encoding: str, clock_rate: int | None, params: str | None = None
+    ) -> None:
+        self.payload_type = payload_type
+        self.encoding = encoding
+        self.clock_rate = clock_rate
+        self.params = params  # e.g. channel count "2"
+
+    def __hash__(self) -> int:
+        return hash(self.to_tuple())
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Media:
-    media: str  # audio, video, application, image, ...
-    port: int
-    port_count: int | None
-    proto: str  # RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF, udptl, ...
-    formats: list[str]
-    connection: Connection | None = None  # media-level c=
-    direction: str | None = None  # media-level direction attribute
-    session_direction: str | None = None  # session-level direction at the time of m=
-    session_connection: Connection | None = None
-    rtpmap: dict[str, RtpMap] = field(default_factory=dict)
-    fmtp: dict[str, str] = field(default_factory=dict)
-    ptime: int | None = None
-    maxptime: int | None = None
-    bandwidth: dict[str, str] = field(default_factory=dict)
-    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+class Media(Value):
+    FIELDS = (
+        "media",
+        "port",
+        "port_count",
+        "proto",
+        "formats",
+        "connection",
+        "direction",
+        "session_direction",
+        "session_connection",
+        "rtpmap",
+        "fmtp",
+        "ptime",
+        "maxptime",
+        "bandwidth",
+        "attributes",
+    )
+
+    def __init__(
+        self,
+        media: str,
+        port: int,
+        port_count: int | None,
+        proto: str,
+        formats: list[str],
+        connection: Connection | None = None,
+        direction: str | None = None,
+        session_direction: str | None = None,
+        session_connection: Connection | None = None,
+        rtpmap: dict[str, RtpMap] | None = None,
+        fmtp: dict[str, str] | None = None,
+        ptime: int | None = None,
+        maxptime: int | None = None,
+        bandwidth: dict[str, str] | None = None,
+        attributes: list[tuple[str, str | None]] | None = None,
+    ) -> None:
+        self.media = media  # audio, video, application, image, ...
+        self.port = port
+        self.port_count = port_count
+        self.proto = proto  # RTP/AVP, RTP/SAVP, UDP/TLS/RTP/SAVPF, udptl, ...
+        self.formats = formats
+        self.connection = connection  # media-level c=
+        self.direction = direction  # media-level direction attribute
+        self.session_direction = session_direction  # session-level one at the time of m=
+        self.session_connection = session_connection
+        self.rtpmap: dict[str, RtpMap] = {} if rtpmap is None else rtpmap
+        self.fmtp: dict[str, str] = {} if fmtp is None else fmtp
+        self.ptime = ptime
+        self.maxptime = maxptime
+        self.bandwidth: dict[str, str] = {} if bandwidth is None else bandwidth
+        self.attributes: list[tuple[str, str | None]] = [] if attributes is None else attributes
 
     @property
     def effective_connection(self) -> Connection | None:
@@ -125,18 +188,44 @@ class Media:
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Sdp:
-    version: int | None = None
-    origin: Origin | None = None
-    session_name: str | None = None
-    connection: Connection | None = None
-    direction: str | None = None  # session-level direction attribute
-    bandwidth: dict[str, str] = field(default_factory=dict)
-    timing: list[str] = field(default_factory=list)  # t= values as written
-    attributes: list[tuple[str, str | None]] = field(default_factory=list)  # session level
-    media: list[Media] = field(default_factory=list)
-    malformed_reasons: list[str] = field(default_factory=list)
+class Sdp(Value):
+    FIELDS = (
+        "version",
+        "origin",
+        "session_name",
+        "connection",
+        "direction",
+        "bandwidth",
+        "timing",
+        "attributes",
+        "media",
+        "malformed_reasons",
+    )
+
+    def __init__(
+        self,
+        version: int | None = None,
+        origin: Origin | None = None,
+        session_name: str | None = None,
+        connection: Connection | None = None,
+        direction: str | None = None,
+        bandwidth: dict[str, str] | None = None,
+        timing: list[str] | None = None,
+        attributes: list[tuple[str, str | None]] | None = None,
+        media: list[Media] | None = None,
+        malformed_reasons: list[str] | None = None,
+    ) -> None:
+        self.version = version
+        self.origin = origin
+        self.session_name = session_name
+        self.connection = connection
+        self.direction = direction  # session-level direction attribute
+        self.bandwidth: dict[str, str] = {} if bandwidth is None else bandwidth
+        self.timing: list[str] = [] if timing is None else timing  # t= values as written
+        # session level
+        self.attributes: list[tuple[str, str | None]] = [] if attributes is None else attributes
+        self.media: list[Media] = [] if media is None else media
+        self.malformed_reasons: list[str] = [] if malformed_reasons is None else malformed_reasons
 
     @property
     def malformed(self) -> bool:

@@ -10,30 +10,43 @@ Extraction is liberal; `Uri.errors` runs the strict grammar (`grammar.uri_ok`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import uri_ok
 from consumers.sip.lexing import Params, parse_params, percent_unescape
 from consumers.sip.reasons import Malformed
+from consumers.sip.value import Value
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class Uri:
+class Uri(Value):
     """A parsed URI. For schemes other than sip/sips/tel only `scheme` and `opaque` are
     filled (tel: puts the number in `user` and fills `params`)."""
 
-    raw: str
-    scheme: str  # lower-cased; "" when there was none
-    user: str | None = None  # unescaped
-    password: str | None = None  # unescaped
-    host: str = ""  # as written; IPv6 references keep their brackets
-    port: int | None = None  # None when absent or not a valid port
-    params: Params = field(default_factory=dict)  # names lower-cased, unescaped; "" = no value
-    headers: dict[str, str] = field(default_factory=dict)  # ?name=value, unescaped
-    opaque: str = ""  # everything after "scheme:"
+    FIELDS = ("raw", "scheme", "user", "password", "host", "port", "params", "headers", "opaque")
+
+    def __init__(
+        self,
+        raw: str,
+        scheme: str,
+        user: str | None = None,
+        password: str | None = None,
+        host: str = "",
+        port: int | None = None,
+        params: Params | None = None,
+        headers: dict[str, str] | None = None,
+        opaque: str = "",
+    ) -> None:
+        self.raw = raw
+        self.scheme = scheme  # lower-cased; "" when there was none
+        self.user = user  # unescaped
+        self.password = password  # unescaped
+        self.host = host  # as written; IPv6 references keep their brackets
+        self.port = port  # None when absent or not a valid port
+        # names lower-cased, unescaped; "" = no value
+        self.params: Params = {} if params is None else params
+        self.headers: dict[str, str] = {} if headers is None else headers  # ?name=value
+        self.opaque = opaque  # everything after "scheme:"
 
     @property
     def is_sip(self) -> bool:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Final
 
 from mypy_extensions import mypyc_attr
@@ -41,6 +40,7 @@ from mypy_extensions import mypyc_attr
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.sip import SipMessage
 from consumers.sip.memo import remember, table
+from consumers.sip.value import Value
 from consumers.tracking.freezer import Freezer, dialog_count, last_ts, release
 from consumers.tracking.model import (
     CALLEE,
@@ -65,14 +65,24 @@ _STATE_TEXT: Final = {state: state.value for state in DialogState}
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-@dataclass(slots=True)
-class TrackerConfig:
-    max_calls: int = 1_000_000
-    t1_ms: int = 500
-    attempt_idle_s: float = 300.0  # a call attempt with no message for this long is dropped
-    dialog_idle_s: float = 3 * 3600.0  # an established call with no message for this long
-    proxy_ips: set[str] = field(default_factory=set)
-    freeze_idle: bool = True  # keep idle established calls as blobs (see freezer.py)
+class TrackerConfig(Value):
+    FIELDS = ("max_calls", "t1_ms", "attempt_idle_s", "dialog_idle_s", "proxy_ips", "freeze_idle")
+
+    def __init__(
+        self,
+        max_calls: int = 1_000_000,
+        t1_ms: int = 500,
+        attempt_idle_s: float = 300.0,
+        dialog_idle_s: float = 3 * 3600.0,
+        proxy_ips: set[str] | None = None,
+        freeze_idle: bool = True,
+    ) -> None:
+        self.max_calls = max_calls
+        self.t1_ms = t1_ms
+        self.attempt_idle_s = attempt_idle_s  # a call attempt with no message for this long
+        self.dialog_idle_s = dialog_idle_s  # an established call with no message for this long
+        self.proxy_ips: set[str] = set() if proxy_ips is None else proxy_ips
+        self.freeze_idle = freeze_idle  # keep idle established calls as blobs (see freezer.py)
 
     @property
     def linger_us(self) -> int:
