@@ -30,6 +30,7 @@ COMPILED_FILES = (
     "consumers/legs/summary.py",
     "consumers/record_ids.py",
     "consumers/records.py",
+    "consumers/value.py",
     "consumers/capture.py",
     "collector/capfile.py",
 )

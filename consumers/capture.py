@@ -36,7 +36,7 @@ from collector.hep.errors import HepError
 from collector.hep.fast import decode, looks_like_sip
 from collector.hep.model import PROTO_SIP
 from consumers.observation import Observation, from_hep
-from consumers.sip.value import Value
+from consumers.value import Value
 
 if TYPE_CHECKING:
     from collector.replay import CaptureScanner

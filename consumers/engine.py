@@ -30,11 +30,11 @@ from consumers.observation import Observation
 from consumers.record_ids import record_id
 from consumers.records import DialogRecord, MessageRecord, ObservationRow, Record
 from consumers.sip import parse_message
-from consumers.sip.value import Value
 from consumers.tracking.freezer import release
 from consumers.tracking.model import CALLEE, CALLER, Call, Dialog
 from consumers.tracking.states import DialogState
 from consumers.tracking.tracker import Tracker, TrackerConfig
+from consumers.value import Value
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

@@ -13,6 +13,7 @@ from typing import Any, Final
 from mypy_extensions import mypyc_attr
 
 from collector.hep.model import HepPacket
+from consumers.value import Value
 
 _TRANSPORTS: Final = {6: "tcp", 17: "udp", 132: "sctp"}
 
@@ -33,12 +34,13 @@ _FIELDS: Final = (
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-class Observation:
+class Observation(Value):
     """One captured copy. A plain class, not a dataclass: one is built per HEP record, and
     compiled, a dataclass runs the interpreted `__init__` the decorator generates (about 5x
-    the cost of this one). Equality, repr and `replace` are those a dataclass would have."""
+    the cost of this one). Equality, repr and `replace` (`Value`) are a dataclass's."""
 
     __slots__ = _FIELDS
+    FIELDS = _FIELDS
 
     def __init__(
         self,
@@ -66,7 +68,7 @@ class Observation:
         self.ref = ref
         self.payload = payload
 
-    def _values(self) -> tuple[object, ...]:
+    def to_tuple(self) -> tuple[object, ...]:
         return (
             self.ts_us,
             self.src_ip,
@@ -81,20 +83,6 @@ class Observation:
             self.payload,
         )
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Observation):
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        return fields_repr("Observation", _FIELDS, self._values())
-
-    def replace(self, **changes: Any) -> Observation:
-        """A copy with `changes` applied, as `dataclasses.replace` makes one."""
-        return Observation(**replaced_fields("Observation", _FIELDS, self._values(), changes))
-
     @property
     def src(self) -> tuple[str, int]:
         return (self.src_ip, self.src_port)
@@ -102,27 +90,6 @@ class Observation:
     @property
     def dst(self) -> tuple[str, int]:
         return (self.dst_ip, self.dst_port)
-
-
-# The dataclass behaviour of the plain classes built on the hot path (this one, and the
-# message records of `consumers.records`).
-
-
-def fields_repr(cls: str, names: tuple[str, ...], values: tuple[Any, ...]) -> str:
-    inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, values, strict=True))
-    return f"{cls}({inner})"
-
-
-def replaced_fields(
-    cls: str, names: tuple[str, ...], values: tuple[Any, ...], changes: dict[str, Any]
-) -> dict[str, Any]:
-    """The constructor arguments of a copy with `changes` applied (dataclasses.replace)."""
-    out: dict[str, Any] = dict(zip(names, values, strict=True))
-    for name in changes:
-        if name not in out:
-            raise TypeError(f"{cls} has no field {name!r}")
-    out.update(changes)
-    return out
 
 
 def transport_name(ip_proto: int | None, tls_hint: bool = False) -> str:

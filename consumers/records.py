@@ -22,7 +22,7 @@ from typing import Any, Final, Self
 from mypy_extensions import mypyc_attr
 
 from consumers.leg_record import LegRecord
-from consumers.observation import fields_repr, replaced_fields
+from consumers.value import Value
 
 
 class Severity(StrEnum):
@@ -89,10 +89,11 @@ _MESSAGERECORD_FIELDS: Final = (
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-class ObservationRow:
+class ObservationRow(Value):
     """One captured copy of a logical message (C.0.1, C.0.2)."""
 
     __slots__ = _OBSERVATIONROW_FIELDS
+    FIELDS = _OBSERVATIONROW_FIELDS
 
     def __init__(
         self,
@@ -114,7 +115,7 @@ class ObservationRow:
         self.ref = ref
         self.copies = copies
 
-    def _values(self) -> tuple[Any, ...]:
+    def to_tuple(self) -> tuple[Any, ...]:
         return (
             self.ts_us,
             self.src_ip,
@@ -126,31 +127,16 @@ class ObservationRow:
             self.copies,
         )
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ObservationRow):
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        return fields_repr("ObservationRow", _OBSERVATIONROW_FIELDS, self._values())
-
-    def replace(self, **changes: Any) -> ObservationRow:
-        """A copy with `changes` applied, as `dataclasses.replace` makes one."""
-        return ObservationRow(
-            **replaced_fields("ObservationRow", _OBSERVATIONROW_FIELDS, self._values(), changes)
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        return dict(zip(_OBSERVATIONROW_FIELDS, self._values(), strict=True))
+        return dict(zip(_OBSERVATIONROW_FIELDS, self.to_tuple(), strict=True))
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
-class MessageRecord:
+class MessageRecord(Value):
     """One logical SIP message with its captured copies (`observations`)."""
 
     __slots__ = _MESSAGERECORD_FIELDS
+    FIELDS = _MESSAGERECORD_FIELDS
 
     def __init__(
         self,
@@ -226,7 +212,7 @@ class MessageRecord:
         self.observations = [] if observations is None else observations
         self.raw = raw
 
-    def _values(self) -> tuple[Any, ...]:
+    def to_tuple(self) -> tuple[Any, ...]:
         return (
             self.id,
             self.event_time_us,
@@ -265,29 +251,13 @@ class MessageRecord:
             self.raw,
         )
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, MessageRecord):
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        return fields_repr("MessageRecord", _MESSAGERECORD_FIELDS, self._values())
-
-    def replace(self, **changes: Any) -> MessageRecord:
-        """A copy with `changes` applied, as `dataclasses.replace` makes one."""
-        return MessageRecord(
-            **replaced_fields("MessageRecord", _MESSAGERECORD_FIELDS, self._values(), changes)
-        )
-
     @property
     def kind(self) -> str:
         return "message"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form: `dataclasses.asdict`'s, with "kind" and `raw` as text."""
-        d: dict[str, Any] = dict(zip(_MESSAGERECORD_FIELDS, self._values(), strict=True))
+        d: dict[str, Any] = dict(zip(_MESSAGERECORD_FIELDS, self.to_tuple(), strict=True))
         for key in ("allow", "supported", "require", "malformed"):
             value = d[key]
             if value is not None:
@@ -443,11 +413,9 @@ def field_names(record: Any) -> tuple[str, ...]:
     """The field names of a record (or record type), in order, as `dataclasses.fields` gives
     them for the dataclass records."""
     cls = record if isinstance(record, type) else type(record)
-    if cls is MessageRecord:
-        return _MESSAGERECORD_FIELDS
-    if cls is ObservationRow:
-        return _OBSERVATIONROW_FIELDS
-    return tuple(f.name for f in fields(cls))
+    if issubclass(cls, Value):
+        return cls.FIELDS
+    return tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from consumers.sip.media_type import (
     parse_disposition,
     parse_media_type,
 )
-from consumers.sip.value import Value
+from consumers.value import Value
 
 _MAX_DEPTH: Final = 3
 

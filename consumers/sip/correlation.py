@@ -19,7 +19,7 @@ from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import CALL_ID, TOKEN
 from consumers.sip.lexing import Params, parse_params
-from consumers.sip.value import Value
+from consumers.value import Value
 
 _HEX32: Final = re.compile(r"[0-9A-Fa-f]{32}")
 _LEAD_ITEM: Final = re.compile(r"([^;]*)(.*)", re.S)

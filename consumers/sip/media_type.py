@@ -12,7 +12,7 @@ from __future__ import annotations
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_params
-from consumers.sip.value import Value
+from consumers.value import Value
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

@@ -20,7 +20,7 @@ from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_delta, parse_params
 from consumers.sip.memo import remember, table
-from consumers.sip.value import Value
+from consumers.value import Value
 
 _MISSING: Final = object()
 _RETRY_AFTER: Final = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)

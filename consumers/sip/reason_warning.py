@@ -16,7 +16,7 @@ from typing import Final
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.lexing import Params, parse_params, split_list, unquote
-from consumers.sip.value import Value
+from consumers.value import Value
 
 _WARNING: Final = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
 

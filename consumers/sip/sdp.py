@@ -21,7 +21,7 @@ from mypy_extensions import mypyc_attr
 
 from consumers.sip.memo import remember, table
 from consumers.sip.reasons import SdpMalformed
-from consumers.sip.value import Value
+from consumers.value import Value
 
 DIRECTIONS: Final = frozenset(("sendrecv", "sendonly", "recvonly", "inactive"))
 _LINE_TYPES: Final = frozenset("abcdefghijklmnopqrstuvwxyz")

@@ -15,7 +15,7 @@ from mypy_extensions import mypyc_attr
 from consumers.sip.grammar import uri_ok
 from consumers.sip.lexing import Params, parse_params, percent_unescape
 from consumers.sip.reasons import Malformed
-from consumers.sip.value import Value
+from consumers.value import Value
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

@@ -40,7 +40,6 @@ from mypy_extensions import mypyc_attr
 from consumers.dedup import ORIGIN_PROXY, LogicalMessage
 from consumers.sip import SipMessage
 from consumers.sip.memo import remember, table
-from consumers.sip.value import Value
 from consumers.tracking.freezer import Freezer, dialog_count, last_ts, release
 from consumers.tracking.model import (
     CALLEE,
@@ -54,6 +53,7 @@ from consumers.tracking.model import (
 )
 from consumers.tracking.sdpsummary import session_sdp
 from consumers.tracking.states import DialogEvent, DialogState, next_state
+from consumers.value import Value
 
 ATTEMPT: Final = "attempt"
 ESTABLISHED: Final = "established"
