@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from itertools import compress
-from operator import attrgetter, not_
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from consumers.records import (
     Record,
     SessionChangeRecord,
 )
+from consumers.value import Value, plain
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_US = 86_400_000_000
@@ -70,26 +69,27 @@ def load_correlator() -> Callable[[list[Record]], Any] | None:
     return fn if callable(fn) else None
 
 
-@dataclass
 class Analysis:
     """Everything one capture gave: the records in emission order, and the counters."""
 
-    source: str
-    records: list[Record]
-    capture: CaptureStats
-    engine: EngineStats
-    correlated: int | None = None  # records the leg correlator added; None: not installed
-    messages: list[MessageRecord] = field(init=False)
-    dialogs: list[DialogRecord] = field(init=False)
-    session_changes: list[SessionChangeRecord] = field(init=False)
-    anomalies: list[AnomalyRecord] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.messages = []
-        self.dialogs = []
-        self.session_changes = []
-        self.anomalies = []
-        for r in self.records:
+    def __init__(
+        self,
+        source: str,
+        records: list[Record],
+        capture: CaptureStats,
+        engine: EngineStats,
+        correlated: int | None = None,  # records the leg correlator added; None: not installed
+    ) -> None:
+        self.source = source
+        self.records = records
+        self.capture = capture
+        self.engine = engine
+        self.correlated = correlated
+        self.messages: list[MessageRecord] = []
+        self.dialogs: list[DialogRecord] = []
+        self.session_changes: list[SessionChangeRecord] = []
+        self.anomalies: list[AnomalyRecord] = []
+        for r in records:
             if isinstance(r, MessageRecord):
                 self.messages.append(r)
             elif isinstance(r, DialogRecord):
@@ -142,48 +142,35 @@ def _is_time_key(key: str) -> bool:
 
 
 # --- JSON form of the records -----------------------------------------------------------------
-# `_with_iso(r.to_dict())` for the record types whose to_dict() is asdict() plus "kind" (a
-# test holds them equal), without asdict's deep copy of every value: ~5x faster on a few
-# thousand records. Other types (MessageRecord decodes raw) take to_dict() itself.
+# `_with_iso(r.to_dict())`, without to_dict's copy of containers that hold only atoms (the
+# JSON is written at once; nothing mutates them): ~5x faster on a few thousand records. A
+# test holds the two equal.
 
 _PLAIN_TO_DICT = (DialogRecord, SessionChangeRecord, AnomalyRecord)
 _ATOMS = frozenset({str, int, float, bool, type(None)})
 
 
-def _plain(value: Any) -> Any:
-    """`value` as asdict() would copy it, where the copy could differ in JSON (a nested
-    dataclass). Lists and str-keyed dicts are rebuilt only around values that need it."""
+def _json_value(value: Any) -> Any:
+    """`value` as to_dict() would copy it, where the copy could differ in JSON (a nested
+    Value or dataclass). Lists and str-keyed dicts of atoms are taken as they are."""
     kind = type(value)
     if kind in _ATOMS:
         return value
-    if kind is list:
-        if all(type(v) in _ATOMS for v in value):
-            return value
-        return [_plain(v) for v in value]
-    if kind is dict and all(type(k) is str for k in value):
-        if all(type(v) in _ATOMS for v in value.values()):
-            return value
-        return {k: _plain(v) for k, v in value.items()}
-    return asdict(_box()(value))["value"]
+    if kind is list and all(type(v) in _ATOMS for v in value):
+        return value
+    if kind is dict and all(type(k) is str and type(v) in _ATOMS for k, v in value.items()):
+        return value
+    return plain(value)
 
 
-@cache
-def _box() -> type:
-    """A dataclass of one field: asdict(_box()(v))["value"] is asdict's copy of any v (made
-    on first use: values that need it are rare)."""
-    return make_dataclass("_Box", [("value", Any)])
+_Shape = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
-_Shape = tuple[Callable[[Any], tuple[Any, ...]], tuple[str, ...], tuple[tuple[str, str], ...]]
-
-
-def _record_shape(cls: type) -> _Shape:
-    """The getter of all fields at once, their names, and (µs key, ISO key) pairs."""
-    names = tuple(f.name for f in fields(cls))
-    getter = attrgetter(*names)
-    get = getter if len(names) > 1 else lambda r: (getter(r),)
+def _record_shape(cls: type[Value]) -> _Shape:
+    """The field names, and (µs key, ISO key) pairs."""
+    names = cls.FIELDS
     times = tuple((k, k.removesuffix("_us")) for k in names if _is_time_key(k))
-    return get, names, times
+    return names, times
 
 
 def _json_records(records: list[Any]) -> list[dict[str, Any]]:
@@ -198,12 +185,12 @@ def _json_records(records: list[Any]) -> list[dict[str, Any]]:
         shape = shapes.get(cls)
         if shape is None:
             shape = shapes[cls] = _record_shape(cls)
-        get, names, times = shape
-        values = get(r)
+        names, times = shape
+        values = r.to_tuple()
         d = dict(zip(names, values, strict=True))
         # the fields whose value is not a str/int/float/bool/None, found without a Python loop
         for key in compress(names, map(not_, map(_ATOMS.__contains__, map(type, values)))):
-            d[key] = _plain(d[key])
+            d[key] = _json_value(d[key])
         d["kind"] = r.kind
         for key, iso_key in times:
             d[iso_key] = iso_time(d[key])

@@ -50,4 +50,55 @@ class Value:
         return type(self)(**fields)
 
 
-__all__ = ["Value"]
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
+class InterpretedValue(Value):
+    """The base of a `Value` subclass that is not compiled. Compiled pickling sees only the
+    attributes of compiled classes, so these pickle as their constructor call, which must
+    take `FIELDS` in order."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self.to_tuple())
+
+    def __setstate__(self, state: Any) -> None:
+        # A pickle from when the class was a slotted dataclass: (None, {field: value}).
+        _, fields = state
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+_ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+
+
+def plain(value: Any) -> Any:
+    """`value` copied as `dataclasses.asdict` copies a field: a `Value` or a dataclass
+    becomes a dict of its fields, lists, tuples and dicts are rebuilt around copies of their
+    items, anything else is deep-copied. Immutable atoms (str, int, float, bool, None) are
+    returned as they are, and so is a list or tuple holding only atoms (a tuple is immutable;
+    a list of atoms is copied by one `list` call)."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is list:
+        for item in value:
+            if type(item) not in _ATOMS:
+                return [plain(v) for v in value]
+        return list(value)
+    if kind is tuple:
+        for item in value:
+            if type(item) not in _ATOMS:
+                return tuple([plain(v) for v in value])
+        return value
+    if kind is dict:
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Value):
+        return dict(zip(value.FIELDS, [plain(v) for v in value.to_tuple()], strict=True))
+    # Imported here: neither is needed by the records of the engine, and both cost start-up.
+    import copy
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return copy.deepcopy(value)
+
+
+__all__ = ["InterpretedValue", "Value", "plain"]

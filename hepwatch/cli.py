@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 # So the cycle collector runs after a million new objects (~100 MB of garbage at most) rather
 # than 100k, and main() freezes what is left before the interpreter's last collection.
 ANALYZE_GC_GEN0 = 1_000_000
+# Idle established calls are frozen (consumers/tracking/freezer.py) only above this many held
+# calls: up to ~50 MB of call state, where freezing would spend ~0.3 ms per call.
+ANALYZE_UNFROZEN_CALLS = 10_000
 _collect_at_exit = True
 
 
@@ -371,7 +374,7 @@ def analyze(
     config = EngineConfig(
         reorder_window_ms=consumer["reorder_window_ms"],
         dedup_window_ms=consumer["dedup_window_ms"],
-        tracker=TrackerConfig(t1_ms=consumer["t1_ms"]),
+        tracker=TrackerConfig(t1_ms=consumer["t1_ms"], freeze_above=ANALYZE_UNFROZEN_CALLS),
         emit_messages=messages,
         keep_raw=messages,
     )

@@ -454,7 +454,7 @@ def test_correlator_anomalies_join_the_others(
     seen: list[int] = []
     pcap = write(tmp_path / "c.pcap", as_hep(hold_call()))
     [flagged] = analyze(pcap, detectors=[ReinviteFlagger()], correlate=False).anomalies
-    extra = dataclasses.replace(flagged, id="x", anomaly="update_to_reinvite", family="C.12")
+    extra = flagged.replace(id="x", anomaly="update_to_reinvite", family="C.12")
 
     def correlate(records: list[Any]) -> list[Any]:
         seen.append(len(records))
@@ -529,7 +529,7 @@ class _Nested:
 
 
 def test_json_records_equal_to_dict_with_iso_times(tmp_path: Path) -> None:
-    """The JSON form built without asdict's deep copy is `to_dict()` plus ISO twins, for
+    """The JSON form built without to_dict's copies is `to_dict()` plus ISO twins, for
     every record type `--json` prints; a nested dataclass in `fields` is still a dict."""
     calls = make_calls(60, 3)
     path = tmp_path / "calls.pcap"
@@ -537,8 +537,7 @@ def test_json_records_equal_to_dict_with_iso_times(tmp_path: Path) -> None:
     result = analyze(path)
     records = [*result.dialogs, *result.session_changes, *result.anomalies]
     assert {type(r) for r in records} == set(analyze_mod._PLAIN_TO_DICT)
-    odd = dataclasses.replace(
-        result.anomalies[0],
+    odd = result.anomalies[0].replace(
         fields={"n": _Nested(1, ["x"]), "t": (1, 2), "deep": {"k": [_Nested(2, [])]}},
         detected_at_us=-5,
     )

@@ -11,7 +11,6 @@ encoder does not know falls back to the list path.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,11 +59,11 @@ def edge_records(base: list[Record]) -> list[Record]:
             refresher="uas", observations=[obs, obs], raw=b"", src_ip="[2001:db8::9]",
             dst_ip="255.255.255.255", event_time_us=msg.event_time_us + 1,
         ),
-        dataclasses.replace(
-            dialog, id="edge-3", early_time_us=None, confirmed_time_us=None,
-            record_routed=None, caller_ip="::", callee_ip="bogus",
+        dialog.replace(
+            id="edge-3", early_time_us=None, confirmed_time_us=None, record_routed=None,
+            caller_ip="::", callee_ip="bogus",
         ),
-        dataclasses.replace(dialog, id="edge-4", record_routed=False, reinvites=2**32 - 1),
+        dialog.replace(id="edge-4", record_routed=False, reinvites=2**32 - 1),
     ]  # fmt: skip
 
 

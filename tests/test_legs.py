@@ -7,7 +7,6 @@ tags and Call-ID owner, mirrored by the same node.
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 
 from sipflow import Flow, Sent, sdp
@@ -749,7 +748,7 @@ def test_memory_is_bounded_and_counted():
     setup = next(r for r in _legs(call.records()) if r.fact == "setup")
     correlator = LegCorrelator(LegCorrelatorConfig(max_legs=2, leg_idle_s=10))
     for i in range(5):
-        correlator.feed(dataclasses.replace(setup, call_id=f"c{i}", x_cid=""))
+        correlator.feed(setup.replace(call_id=f"c{i}", x_cid=""))
     assert len(correlator) == 2 and correlator.stats.evicted == 3
     correlator.advance_to(setup.detected_at_us + 11_000_000)
     assert len(correlator) == 0 and correlator.stats.expired == 2

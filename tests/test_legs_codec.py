@@ -3,7 +3,6 @@ per-partition state (repeat window + correlator) the Kafka stage checkpoints."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 
@@ -38,7 +37,7 @@ def test_every_fact_round_trips_and_the_encoding_is_compact():
 
 def test_optional_values_survive():
     rec = next(r for r in _converted_call() if r.fact == "setup")
-    rec = dataclasses.replace(rec, caller_allow=[], callee_allow=None, response_ms=12.5)
+    rec = rec.replace(caller_allow=[], callee_allow=None, response_ms=12.5)
     back = decode(encode(rec))
     assert back.caller_allow == [] and back.callee_allow is None and back.response_ms == 12.5
 
@@ -86,8 +85,8 @@ def test_both_legs_share_the_key_by_x_cid():
 
 def test_hep_correlation_id_wins_unless_it_is_the_call_id():
     rec = _converted_call()[0]
-    assert partition_key(dataclasses.replace(rec, hep_correlation_id="corr-1")) == "h:corr-1"
-    same = dataclasses.replace(rec, hep_correlation_id=rec.call_id, x_cid="")
+    assert partition_key(rec.replace(hep_correlation_id="corr-1")) == "h:corr-1"
+    same = rec.replace(hep_correlation_id=rec.call_id, x_cid="")
     assert partition_key(same) == f"c:{rec.call_id}"
 
 

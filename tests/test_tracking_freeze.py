@@ -132,3 +132,49 @@ def test_frozen_calls_leave_no_cyclic_garbage():
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _idle_calls(eng: Engine, n: int) -> None:
+    for i in range(n):
+        f = Flow(f"idle-{i}@test")
+        f.at(i * 0.1)
+        f.setup()
+        for o in sorted(f.obs, key=lambda o: o.ts_us):
+            eng.feed(o)
+    eng.advance_to(eng.stream_time + 33_000_000)  # transactions dropped (64*T1)
+    eng.advance_to(eng.stream_time + 9_000_000)  # and 4*T1 later frozen, if at all
+
+
+def test_freeze_above_keeps_calls_unfrozen_up_to_that_many_held():
+    few = Engine(EngineConfig(tracker=TrackerConfig(freeze_above=8)))
+    _idle_calls(few, 8)
+    assert few.tracker.freezer.frozen == 0
+    assert not any(isinstance(v, bytes) for v in few.tracker.calls.values())
+    many = Engine(EngineConfig(tracker=TrackerConfig(freeze_above=8)))
+    _idle_calls(many, 12)
+    frozen = [v for v in many.tracker.calls.values() if isinstance(v, bytes)]
+    # each call is judged when compacted, with every call still held: all 12 are over 8
+    assert len(frozen) == many.tracker.freezer.frozen == 12
+
+
+def test_freeze_above_changes_no_record():
+    obs = _mixed_traffic(60, seed=7)
+    plain, _ = _run(obs, freeze=False)
+    engine = Engine(EngineConfig(tracker=TrackerConfig(freeze_above=20)))
+    out: list[Record] = []
+    for o in obs:
+        out += engine.feed(o)
+    engine.advance_to(engine.stream_time + 3_600_000_000)
+    out += engine.flush()
+    assert 0 < engine.tracker.freezer.frozen < _run(obs, freeze=True)[1].tracker.freezer.frozen
+    assert out == plain
+
+
+def test_tracker_config_from_a_checkpoint_before_freeze_above_freezes_as_before():
+    config = TrackerConfig(t1_ms=250, freeze_above=7)
+    state = config.__getstate__()
+    del state["freeze_above"]
+    old = TrackerConfig.__new__(TrackerConfig)
+    old.__setstate__(state)
+    assert old.freeze_above == 0 and old.t1_ms == 250
+    assert pickle.loads(pickle.dumps(config)) == config

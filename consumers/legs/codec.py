@@ -38,7 +38,7 @@ UPDATE).
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,16 +77,15 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
     "list[str] | None": lambda v: v is None or _is_str_list(v),
 }
 
-_FIELDS = dataclasses.fields(LegRecord)
-_CHECK = {f.name: _CHECKS[str(f.type)] for f in _FIELDS}
-_REQUIRED = frozenset(
-    f.name
-    for f in _FIELDS
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
+# The constructor's parameters, annotations as written (the class is interpreted on purpose).
+_PARAMS = [p for p in inspect.signature(LegRecord).parameters.values()]
+_NAMES = tuple(p.name for p in _PARAMS)
+_CHECK = {p.name: _CHECKS[str(p.annotation)] for p in _PARAMS}
+_REQUIRED = frozenset(p.name for p in _PARAMS if p.default is inspect.Parameter.empty)
 _DEFAULTS: dict[str, Any] = {
-    f.name: f.default for f in _FIELDS if f.default is not dataclasses.MISSING
+    p.name: p.default for p in _PARAMS if p.default is not inspect.Parameter.empty
 }
+assert _NAMES == LegRecord.FIELDS, "LegRecord's constructor and FIELDS disagree"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +135,10 @@ def _decode_mark(body: object) -> StreamMark:
 
 def encode(rec: LegRecord) -> bytes:
     out: dict[str, Any] = {"v": VERSION}
-    for f in _FIELDS:
-        value = getattr(rec, f.name)
-        if f.name in _DEFAULTS and value == _DEFAULTS[f.name]:
+    for name, value in zip(_NAMES, rec.to_tuple(), strict=True):
+        if name in _DEFAULTS and value == _DEFAULTS[name]:
             continue
-        out[f.name] = value
+        out[name] = value
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 
 from consumers.legs.summary import CHANGE, LATE_OFFER, REFRESH
 from consumers.record_ids import record_id
@@ -66,6 +65,7 @@ from consumers.records import (
     SessionChangeRecord,
     Severity,
 )
+from consumers.value import InterpretedValue
 
 FAMILY = "C.12"
 CALLER = 0
@@ -79,39 +79,105 @@ LegKey = tuple[str, str]  # (node, call_id)
 _Rank = tuple[bool, bool, bool, int, float]
 
 
-@dataclass(slots=True)
-class LegCorrelatorConfig:
-    window_ms: int = 1500  # longest request-to-relay gap between legs
-    lateness_ms: int = 2000  # how late another partition's records may arrive
-    final_wait_ms: int = 34_000  # decide a request without final after this (64*T1 + margin)
-    tolerance_ms: int = 100  # clock tolerance between nodes (C.0 rule 8)
-    same_node_tolerance_ms: int = 1  # one node, one clock
-    keys: tuple[str, ...] = KEY_TYPES  # standard keys, highest priority first
-    heuristics: bool = True
-    heuristic_window_ms: int = 1000
-    min_heuristic_score: float = 0.6
-    heuristic_ambiguity: float = 0.15  # a runner-up this close makes a heuristic ambiguous
-    max_legs: int = 500_000
-    leg_idle_s: float = 7200.0
-    setup_keep_s: float = 60.0  # setup facts (Allow) are kept this long to compare legs
-    max_events_per_leg: int = 16
-    max_legs_per_key: int = 32
+class LegCorrelatorConfig(InterpretedValue):
+    FIELDS = (
+        "window_ms",
+        "lateness_ms",
+        "final_wait_ms",
+        "tolerance_ms",
+        "same_node_tolerance_ms",
+        "keys",
+        "heuristics",
+        "heuristic_window_ms",
+        "min_heuristic_score",
+        "heuristic_ambiguity",
+        "max_legs",
+        "leg_idle_s",
+        "setup_keep_s",
+        "max_events_per_leg",
+        "max_legs_per_key",
+    )
+    __slots__ = FIELDS
+
+    def __init__(
+        self,
+        window_ms: int = 1500,  # longest request-to-relay gap between legs
+        lateness_ms: int = 2000,  # how late another partition's records may arrive
+        final_wait_ms: int = 34_000,  # decide a request without final after this (64*T1 + margin)
+        tolerance_ms: int = 100,  # clock tolerance between nodes (C.0 rule 8)
+        same_node_tolerance_ms: int = 1,  # one node, one clock
+        keys: tuple[str, ...] = KEY_TYPES,  # standard keys, highest priority first
+        heuristics: bool = True,
+        heuristic_window_ms: int = 1000,
+        min_heuristic_score: float = 0.6,
+        heuristic_ambiguity: float = 0.15,  # a runner-up this close makes a heuristic ambiguous
+        max_legs: int = 500_000,
+        leg_idle_s: float = 7200.0,
+        setup_keep_s: float = 60.0,  # setup facts (Allow) are kept this long to compare legs
+        max_events_per_leg: int = 16,
+        max_legs_per_key: int = 32,
+    ) -> None:
+        self.window_ms = window_ms
+        self.lateness_ms = lateness_ms
+        self.final_wait_ms = final_wait_ms
+        self.tolerance_ms = tolerance_ms
+        self.same_node_tolerance_ms = same_node_tolerance_ms
+        self.keys = keys
+        self.heuristics = heuristics
+        self.heuristic_window_ms = heuristic_window_ms
+        self.min_heuristic_score = min_heuristic_score
+        self.heuristic_ambiguity = heuristic_ambiguity
+        self.max_legs = max_legs
+        self.leg_idle_s = leg_idle_s
+        self.setup_keep_s = setup_keep_s
+        self.max_events_per_leg = max_events_per_leg
+        self.max_legs_per_key = max_legs_per_key
 
 
-@dataclass(slots=True)
-class LegCorrelatorStats:
-    records: int = 0
-    legs_seen: int = 0
-    links: dict[str, int] = field(default_factory=dict)  # correlation method -> links made
-    expired: int = 0  # idle legs forgotten
-    evicted: int = 0  # legs dropped over the cap
-    events_dropped: int = 0  # undecided requests dropped over the per-leg cap
-    key_overflow: int = 0  # legs dropped from a key's index over the per-key cap
-    heuristic_ambiguous: int = 0
-    heuristic_contradicted: int = 0
-    unmatched_finals: int = 0
-    duplicates: int = 0  # redelivered facts
-    anomalies: dict[str, int] = field(default_factory=dict)
+class LegCorrelatorStats(InterpretedValue):
+    FIELDS = (
+        "records",
+        "legs_seen",
+        "links",
+        "expired",
+        "evicted",
+        "events_dropped",
+        "key_overflow",
+        "heuristic_ambiguous",
+        "heuristic_contradicted",
+        "unmatched_finals",
+        "duplicates",
+        "anomalies",
+    )
+    __slots__ = FIELDS
+
+    def __init__(
+        self,
+        records: int = 0,
+        legs_seen: int = 0,
+        links: dict[str, int] | None = None,  # correlation method -> links made
+        expired: int = 0,  # idle legs forgotten
+        evicted: int = 0,  # legs dropped over the cap
+        events_dropped: int = 0,  # undecided requests dropped over the per-leg cap
+        key_overflow: int = 0,  # legs dropped from a key's index over the per-key cap
+        heuristic_ambiguous: int = 0,
+        heuristic_contradicted: int = 0,
+        unmatched_finals: int = 0,
+        duplicates: int = 0,  # redelivered facts
+        anomalies: dict[str, int] | None = None,
+    ) -> None:
+        self.records = records
+        self.legs_seen = legs_seen
+        self.links: dict[str, int] = {} if links is None else links
+        self.expired = expired
+        self.evicted = evicted
+        self.events_dropped = events_dropped
+        self.key_overflow = key_overflow
+        self.heuristic_ambiguous = heuristic_ambiguous
+        self.heuristic_contradicted = heuristic_contradicted
+        self.unmatched_finals = unmatched_finals
+        self.duplicates = duplicates
+        self.anomalies: dict[str, int] = {} if anomalies is None else anomalies
 
 
 class _Link:
@@ -940,8 +1006,7 @@ def _is_answer(rec: LegRecord) -> bool:
 
 def _invite_view(setup: LegRecord) -> LegRecord:
     """The setup fact seen as its initial INVITE (the message an Allow check may blame)."""
-    return replace(
-        setup,
+    return setup.replace(
         event_time_us=setup.invite_time_us,
         direction="caller_to_callee",
         dialog_state="pre",

@@ -18,12 +18,13 @@ from typing import Final
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import CALL_ID, TOKEN
+from consumers.sip.lazy_pattern import LazyPattern
 from consumers.sip.lexing import Params, parse_params
 from consumers.value import Value
 
-_HEX32: Final = re.compile(r"[0-9A-Fa-f]{32}")
-_LEAD_ITEM: Final = re.compile(r"([^;]*)(.*)", re.S)
-_EVENT: Final = re.compile(f"({TOKEN})[ \\t]*(.*)", re.S)
+_HEX32: Final = LazyPattern(r"[0-9A-Fa-f]{32}")
+_LEAD_ITEM: Final = LazyPattern(r"([^;]*)(.*)", re.S)
+_EVENT: Final = LazyPattern(f"({TOKEN})[ \\t]*(.*)", re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from consumers.sip.lazy_pattern import LazyPattern
+
 TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
 SWS: Final = r"[ \t]*"
 LWS: Final = r"[ \t]+"
@@ -32,7 +34,7 @@ GEN_VALUE: Final = f"(?:{IPV6_ADDRESS}|\\[[0-9A-Fa-f:.]++\\]|{TOKEN}+|{QUOTED})(
 GENERIC_PARAM: Final = f"{TOKEN}(?:{SWS}={SWS}{GEN_VALUE})?"
 PARAMS: Final = f"(?:{SWS};{SWS}{GENERIC_PARAM})*+"
 
-TOKEN_RE: Final = re.compile(TOKEN)
+TOKEN_RE: Final = LazyPattern(TOKEN)
 
 # -- URIs [§19.1.1, §25.1; RFC 3966 loosely; absoluteURI of RFC 2396] ----------------------
 _ESCAPED: Final = r"%[0-9A-Fa-f]{2}"
@@ -43,11 +45,11 @@ _PARAMCHAR: Final = f"(?:[{_UNRESERVED}\\[\\]/:&+$]|{_ESCAPED})"
 _HCHAR: Final = f"(?:[{_UNRESERVED}\\[\\]/?:+$]|{_ESCAPED})"
 _URI_PARAMS: Final = f"(?:;{_PARAMCHAR}++(?:={_PARAMCHAR}++)?)*+"
 _URI_HEADERS: Final = f"(?:\\?{_HCHAR}++={_HCHAR}*+(?:&{_HCHAR}++={_HCHAR}*+)*+)?"
-SIP_URI: Final = re.compile(
+SIP_URI: Final = LazyPattern(
     f"[sS][iI][pP][sS]?:(?:{_USER}(?::{_PASSWORD})?@)?{HOST}(?::{PORT})?{_URI_PARAMS}{_URI_HEADERS}"
 )
-TEL_URI: Final = re.compile(r'[tT][eE][lL]:[^;\s<>"]++(?:;[^;=\s<>"]++(?:=[^;\s<>"]++)?)*+')
-ABSOLUTE_URI: Final = re.compile(r'[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>"\\^`{|}\x00-\x1f\x7f]++')
+TEL_URI: Final = LazyPattern(r'[tT][eE][lL]:[^;\s<>"]++(?:;[^;=\s<>"]++(?:=[^;\s<>"]++)?)*+')
+ABSOLUTE_URI: Final = LazyPattern(r'[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>"\\^`{|}\x00-\x1f\x7f]++')
 
 
 def uri_ok(text: str) -> bool:
@@ -63,40 +65,40 @@ def uri_ok(text: str) -> bool:
 # Group "b" (bracketed) or "a" (bare) is the URI. No whitespace just inside <>, and a bare
 # URI holds no ';', '?' or ',' [§20].
 DISPLAY_NAME: Final = f"(?:{TOKEN}(?:{LWS}{TOKEN})*+|{QUOTED})"
-NAME_ADDR_VALUE: Final = re.compile(
+NAME_ADDR_VALUE: Final = LazyPattern(
     f'(?:(?:{DISPLAY_NAME}{SWS})?<(?P<b>[^<>\\s"]++)>|(?P<a>[^<>\\s";?,]++)){PARAMS}{SWS}',
     re.S,
 )
 
 # -- other header values -------------------------------------------------------------------
 # via-parm = sent-protocol LWS sent-by *(SEMI via-params) [§20.42]
-VIA_PARM: Final = re.compile(
+VIA_PARM: Final = LazyPattern(
     f"{TOKEN}{SWS}/{SWS}{TOKEN}{SWS}/{SWS}{TOKEN}{LWS}{HOST}(?:{SWS}:{SWS}{PORT})?{PARAMS}{SWS}",
     re.S,
 )
 # Allow / Supported / Require / Proxy-Require / Unsupported: [token *(COMMA token)]
-TOKEN_LIST: Final = re.compile(f"(?:{TOKEN}(?:{SWS},{SWS}{TOKEN})*+)?")
+TOKEN_LIST: Final = LazyPattern(f"(?:{TOKEN}(?:{SWS},{SWS}{TOKEN})*+)?")
 # Call-ID = word ["@" word]; word adds ( ) < > : \ " / [ ] ? { } to the token characters
 WORD: Final = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
-CALL_ID: Final = re.compile(f"{WORD}(?:@{WORD})?")
+CALL_ID: Final = LazyPattern(f"{WORD}(?:@{WORD})?")
 # CSeq = 1*DIGIT LWS Method [§20.16]; RAck = response-num LWS CSeq-num LWS Method [RFC 3262]
-CSEQ: Final = re.compile(f"[0-9]+{LWS}{TOKEN}")
-RACK: Final = re.compile(f"[0-9]+{LWS}[0-9]+{LWS}{TOKEN}")
+CSEQ: Final = LazyPattern(f"[0-9]+{LWS}{TOKEN}")
+RACK: Final = LazyPattern(f"[0-9]+{LWS}[0-9]+{LWS}{TOKEN}")
 # Content-Type / Content-Disposition [§20.11, §20.15]
-MEDIA_TYPE: Final = re.compile(f"{TOKEN}{SWS}/{SWS}{TOKEN}{PARAMS}{SWS}", re.S)
-DISPOSITION: Final = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
+MEDIA_TYPE: Final = LazyPattern(f"{TOKEN}{SWS}/{SWS}{TOKEN}{PARAMS}{SWS}", re.S)
+DISPOSITION: Final = LazyPattern(f"{TOKEN}{PARAMS}{SWS}", re.S)
 # delta-seconds with params (Session-Expires, Min-SE); Retry-After adds a comment [§20.33]
-DELTA_PARAMS: Final = re.compile(f"[0-9]+{PARAMS}{SWS}", re.S)
-RETRY_AFTER: Final = re.compile(
+DELTA_PARAMS: Final = LazyPattern(f"[0-9]+{PARAMS}{SWS}", re.S)
+RETRY_AFTER: Final = LazyPattern(
     f"[0-9]+{SWS}(?:\\((?:[^()\\\\]|\\\\.)*+\\){SWS})?{PARAMS}{SWS}", re.S
 )
 # token *(SEMI params): Reason protocol [RFC 3326 §2], Event [RFC 6665 §8.2.1]
-PROTOCOL_PARAMS: Final = re.compile(f"{TOKEN}{PARAMS}{SWS}", re.S)
+PROTOCOL_PARAMS: Final = LazyPattern(f"{TOKEN}{PARAMS}{SWS}", re.S)
 # rfc1123-date in GMT [§20.17, RFC 4475 baddate]
-RFC1123_DATE: Final = re.compile(
+RFC1123_DATE: Final = LazyPattern(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 # warning-value = 3DIGIT SP warn-agent SP quoted-string [§20.43]
-WARNING_VALUE: Final = re.compile(f'[0-9]{{3}} [^\\s"]++ {QUOTED}', re.S)
+WARNING_VALUE: Final = LazyPattern(f'[0-9]{{3}} [^\\s"]++ {QUOTED}', re.S)

@@ -8,8 +8,9 @@ RFC 3265/6665, 3515, 3892, 4028 §4, 3841, 4474).
 
 from __future__ import annotations
 
-import re
 from typing import Final, TypeAlias
+
+from consumers.sip.lazy_pattern import LazyPattern
 
 # A message's headers: lower-cased full name -> its values, one per header line, in order.
 # Tuples, not lists: a parsed message lives as long as its call, and tuples of str (and a
@@ -41,7 +42,7 @@ COMPACT_FORMS: Final[dict[str, str]] = {
 }
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") [§25.1]
-_TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN: Final = LazyPattern(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 # Names as they usually appear on the wire, mapped straight to their key, so the common case
 # costs one dict lookup. Names seen at run time are added up to a bound, short names only

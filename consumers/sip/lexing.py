@@ -13,19 +13,21 @@ import re
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
+from consumers.sip.lazy_pattern import LazyPattern
+
 # Parameter names are lower-cased; a parameter without "=value" maps to "".
 Params = dict[str, str]
 
 _WS: Final = " \t"
-QUOTED_RE: Final = re.compile(r'"((?:[^"\\]|\\.)*+)"', re.S)
-_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
+QUOTED_RE: Final = LazyPattern(r'"((?:[^"\\]|\\.)*+)"', re.S)
+_QUOTED_PAIR: Final = LazyPattern(r"\\(.)", re.S)
 
 # One element of a comma list: anything but a comma, where quoted strings and <...> are
 # opaque; an unterminated quote or bracket runs to the end. Possessive quantifiers keep it
 # linear on hostile input.
-_LIST_ELEMENT: Final = re.compile(r'(?:[^,"<]++|"(?:[^"\\]|\\.)*+"?|<[^>]*+>?)*+', re.S)
+_LIST_ELEMENT: Final = LazyPattern(r'(?:[^,"<]++|"(?:[^"\\]|\\.)*+"?|<[^>]*+>?)*+', re.S)
 # One ;name[=value] where the value may be a quoted string (slow path only).
-_PARAM_ITEM: Final = re.compile(
+_PARAM_ITEM: Final = LazyPattern(
     r'[ \t]*;[ \t]*([^;=" \t]*)[ \t]*(?:=[ \t]*("(?:[^"\\]|\\.)*+"?|[^;" \t]*))?[^;"]*', re.S
 )
 

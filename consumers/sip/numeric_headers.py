@@ -18,12 +18,13 @@ from typing import Final
 
 from mypy_extensions import mypyc_attr
 
+from consumers.sip.lazy_pattern import LazyPattern
 from consumers.sip.lexing import Params, parse_delta, parse_params
 from consumers.sip.memo import remember, table
 from consumers.value import Value
 
 _MISSING: Final = object()
-_RETRY_AFTER: Final = re.compile(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
+_RETRY_AFTER: Final = LazyPattern(r"([0-9]+)[ \t]*(?:\(((?:[^()\\]|\\.)*)\))?[ \t]*(;.*)?", re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

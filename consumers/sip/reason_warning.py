@@ -15,10 +15,11 @@ from typing import Final
 
 from mypy_extensions import mypyc_attr
 
+from consumers.sip.lazy_pattern import LazyPattern
 from consumers.sip.lexing import Params, parse_params, split_list, unquote
 from consumers.value import Value
 
-_WARNING: Final = re.compile(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
+_WARNING: Final = LazyPattern(r'([0-9]{3})[ \t]+([^\s"]+)[ \t]+("(?:[^"\\]|\\.)*+"?)', re.S)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True, serializable=True)

@@ -14,12 +14,12 @@ SIP message malformed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from consumers.sip import grammar
 from consumers.sip.correlation import parse_replaces, parse_session_id
+from consumers.sip.lazy_pattern import LazyPattern
 from consumers.sip.lexing import parse_delta, split_list
 from consumers.sip.memo import remember, table
 from consumers.sip.name_addr import name_addr_errors, parse_name_addr
@@ -105,10 +105,10 @@ def _request_uri(text: str) -> Codes:
 
 
 def _check(
-    pattern: object, extract: Callable[[str], object] | None, code: str
+    pattern: LazyPattern, extract: Callable[[str], object] | None, code: str
 ) -> Callable[[str], Codes]:
     """A checker: the value must match `pattern` and `extract` must not give None."""
-    fullmatch = pattern.fullmatch  # type: ignore[attr-defined]
+    fullmatch = pattern.fullmatch
     bad: Codes = (code,)
 
     def check(value: str) -> Codes:
@@ -162,7 +162,7 @@ def _session_expires(value: str) -> Codes:
     return _OK
 
 
-def _list_of(pattern: re.Pattern[str], code: str) -> Callable[[str], Codes]:
+def _list_of(pattern: LazyPattern, code: str) -> Callable[[str], Codes]:
     fullmatch = pattern.fullmatch
     bad: Codes = (code,)
 

@@ -11,13 +11,13 @@ RFC 4475 transports has unknown transports (kept, upper-cased). Extraction is li
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
 from consumers.sip.grammar import VIA_PARM
+from consumers.sip.lazy_pattern import LazyPattern
 from consumers.sip.lexing import Params, parse_params, split_list
 from consumers.sip.name_addr import NEEDS_PARSE
 from consumers.sip.reasons import Malformed
@@ -25,7 +25,7 @@ from consumers.sip.reasons import Malformed
 MAGIC_COOKIE: Final = "z9hG4bK"
 _WS: Final = " \t"
 # Loose form for values with LWS inside sent-protocol (RFC 4475 wsinv).
-_SENT_PROTOCOL: Final = re.compile(r"([^/\s]+)[ \t]*/[ \t]*([^/\s]+)[ \t]*/[ \t]*([^/\s;]+)[ \t]*")
+_SENT_PROTOCOL: Final = LazyPattern(r"([^/\s]+)[ \t]*/[ \t]*([^/\s]+)[ \t]*/[ \t]*([^/\s;]+)[ \t]*")
 _KNOWN: Final = frozenset(("branch", "received", "rport", "maddr", "ttl"))
 
 
