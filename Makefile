@@ -7,10 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # What the install builds from: a change to any of it reinstalls (the compiled modules'
 # extensions are found before their sources, see setup.py). All of consumers/, the compiled
-# collector/capfile.py and the C sources rather than setup.py's list again, so the two
-# cannot drift apart; not */*/*.c, which would take the C that mypyc writes under build/.
-BUILT_FROM := pyproject.toml setup.py collector/capfile.py $(sort $(wildcard consumers/*.py \
-	consumers/*/*.py collector/*/*.c consumers/*/*.c))
+# collector modules and the C sources rather than setup.py's list again, so the two cannot
+# drift apart; not */*/*.c, which would take the C that mypyc writes under build/.
+BUILT_FROM := pyproject.toml setup.py collector/capfile.py collector/hep/model.py \
+	$(sort $(wildcard consumers/*.py consumers/*/*.py collector/*/*.c consumers/*/*.c))
 STAMP := $(VENV)/.installed-$(shell cat $(BUILT_FROM) | md5sum | cut -c1-12)
 
 .PHONY: run test venv debs lint format bench clean

@@ -33,6 +33,7 @@ COMPILED_FILES = (
     "consumers/value.py",
     "consumers/capture.py",
     "collector/capfile.py",
+    "collector/hep/model.py",
 )
 
 

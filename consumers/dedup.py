@@ -21,12 +21,12 @@ The `LogicalMessage` is what the trackers and detectors see.
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from typing import Final
 
 from mypy_extensions import mypyc_attr
 
+from consumers.hashing import blake2b
 from consumers.observation import Observation
 from consumers.sip import SipMessage, parse_message
 from consumers.sip.framing import COMMON_METHODS
@@ -132,7 +132,7 @@ def dedup_key(msg: SipMessage, obs: Observation) -> tuple[object, ...]:
     if call_id is not None and cseq is not None:
         bottom = bottom_via_text(msg.headers.get("via", ()))
     if bottom is None:
-        digest = hashlib.blake2b(obs.payload, digest_size=12).digest()
+        digest = blake2b(obs.payload, digest_size=12).digest()
         return ("raw", digest, obs.src, obs.dst)
     origin_via = origin_key(bottom)
     if msg.is_request:

@@ -6,7 +6,7 @@ record the engine emits takes one.
 
 from __future__ import annotations
 
-from hashlib import blake2b
+from consumers.hashing import blake2b
 
 
 def record_id(*parts: object) -> str:

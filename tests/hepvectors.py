@@ -8,7 +8,6 @@ with the codec under test except the model and the chunk constants.
 from __future__ import annotations
 
 import ast
-import dataclasses
 import gzip
 import ipaddress
 import re
@@ -183,9 +182,9 @@ def expected_packet(
 def packet_diff(a: HepPacket, b: HepPacket) -> list[str]:
     """Field-by-field differences, for readable assertion messages."""
     return [
-        f"{f.name}: {getattr(a, f.name)!r} != {getattr(b, f.name)!r}"
-        for f in dataclasses.fields(HepPacket)
-        if getattr(a, f.name) != getattr(b, f.name)
+        f"{name}: {getattr(a, name)!r} != {getattr(b, name)!r}"
+        for name in HepPacket.FIELDS
+        if getattr(a, name) != getattr(b, name)
     ]
 
 

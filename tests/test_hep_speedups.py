@@ -268,7 +268,7 @@ def check_decoded(data: bytes, max_size: int, pkt: HepPacket) -> None:
     """`pkt` (from decode_v3) must be exactly what the Python decoder makes of `data`."""
     want = decode(data, max_size)  # raises if C accepted what Python rejects
     assert type(pkt) is HepPacket
-    for name in HepPacket.__slots__:
+    for name in HepPacket.FIELDS:
         got, expected = getattr(pkt, name), getattr(want, name)
         assert got == expected, name
         assert type(got) is type(expected), name

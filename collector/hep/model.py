@@ -7,8 +7,9 @@ octets) so the hot path never formats strings; `src_ip_text` and friends format 
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field
+from typing import ClassVar, Final, TypeAlias
+
+from mypy_extensions import mypyc_attr
 
 # Generic chunk types (vendor 0x0000), PROTOCOL.md A.4.
 IP_FAMILY = 0x0001
@@ -36,34 +37,128 @@ AF_INET6 = 10
 PROTO_SIP = 1
 
 
-@dataclass(slots=True)
-class HepPacket:
-    """One HEP packet. `version` is the version it arrived in (1, 2 or 3)."""
+# What the addresses may be: the decoders give bytes; a caller building a packet may pass
+# any of these (`consumers.observation.from_hep` takes them all).
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
-    version: int
-    family: int = AF_INET
-    ip_proto: int = 17
-    src_ip: bytes = b"\x00\x00\x00\x00"
-    dst_ip: bytes = b"\x00\x00\x00\x00"
-    src_port: int = 0
-    dst_port: int = 0
-    ts_sec: int = 0
-    ts_usec: int = 0
-    proto_type: int = PROTO_SIP
-    capture_id: int = 0
-    payload: bytes = b""  # always the inflated payload
-    compressed: bool = False  # payload arrived in chunk 0x0010
-    auth_key: bytes | None = None
-    correlation_id: bytes | None = None
-    node_name: bytes | None = None
-    vlan_id: int | None = None
-    # Every other chunk, generic or vendor, in arrival order: (vendor, type, value).
-    # Kept so that re-encoding loses nothing.
-    extra_chunks: list[tuple[int, int, bytes]] = field(default_factory=list)
-    # Chunk types that appeared more than once (last one wins, PROTOCOL.md A.6 rule 4).
-    duplicate_chunks: tuple[int, ...] = ()
-    # Bytes after the declared total length (counted, not part of the packet).
-    trailing_bytes: int = 0
+_FIELDS: Final = (
+    "version",
+    "family",
+    "ip_proto",
+    "src_ip",
+    "dst_ip",
+    "src_port",
+    "dst_port",
+    "ts_sec",
+    "ts_usec",
+    "proto_type",
+    "capture_id",
+    "payload",
+    "compressed",
+    "auth_key",
+    "correlation_id",
+    "node_name",
+    "vlan_id",
+    "extra_chunks",
+    "duplicate_chunks",
+    "trailing_bytes",
+)
+
+
+@mypyc_attr(allow_interpreted_subclasses=True, serializable=True)
+class HepPacket:
+    """One HEP packet. `version` is the version it arrived in (1, 2 or 3).
+
+    Compiled (setup.py), with a dataclass's construction, equality and repr: the decoders
+    build one per packet, and a dataclass would run an interpreted `__init__` of twenty
+    arguments for each, after writing and compiling its methods at import."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = _FIELDS
+    __slots__ = _FIELDS
+
+    def __init__(
+        self,
+        version: int,
+        family: int = AF_INET,
+        ip_proto: int = 17,
+        src_ip: Buffer = b"\x00\x00\x00\x00",
+        dst_ip: Buffer = b"\x00\x00\x00\x00",
+        src_port: int = 0,
+        dst_port: int = 0,
+        ts_sec: int = 0,
+        ts_usec: int = 0,
+        proto_type: int = PROTO_SIP,
+        capture_id: int = 0,
+        payload: bytes = b"",  # always the inflated payload
+        compressed: bool = False,  # payload arrived in chunk 0x0010
+        auth_key: bytes | None = None,
+        correlation_id: bytes | None = None,
+        node_name: bytes | None = None,
+        vlan_id: int | None = None,
+        # Every other chunk, generic or vendor, in arrival order: (vendor, type, value).
+        # Kept so that re-encoding loses nothing.
+        extra_chunks: list[tuple[int, int, bytes]] | None = None,
+        # Chunk types that appeared more than once (last one wins, PROTOCOL.md A.6 rule 4).
+        duplicate_chunks: tuple[int, ...] = (),
+        # Bytes after the declared total length (counted, not part of the packet).
+        trailing_bytes: int = 0,
+    ) -> None:
+        self.version = version
+        self.family = family
+        self.ip_proto = ip_proto
+        self.src_ip = src_ip
+        self.dst_ip = dst_ip
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.ts_sec = ts_sec
+        self.ts_usec = ts_usec
+        self.proto_type = proto_type
+        self.capture_id = capture_id
+        self.payload = payload
+        self.compressed = compressed
+        self.auth_key = auth_key
+        self.correlation_id = correlation_id
+        self.node_name = node_name
+        self.vlan_id = vlan_id
+        self.extra_chunks: list[tuple[int, int, bytes]] = (
+            [] if extra_chunks is None else extra_chunks
+        )
+        self.duplicate_chunks = duplicate_chunks
+        self.trailing_bytes = trailing_bytes
+
+    def to_tuple(self) -> tuple[object, ...]:
+        return (
+            self.version,
+            self.family,
+            self.ip_proto,
+            self.src_ip,
+            self.dst_ip,
+            self.src_port,
+            self.dst_port,
+            self.ts_sec,
+            self.ts_usec,
+            self.proto_type,
+            self.capture_id,
+            self.payload,
+            self.compressed,
+            self.auth_key,
+            self.correlation_id,
+            self.node_name,
+            self.vlan_id,
+            self.extra_chunks,
+            self.duplicate_chunks,
+            self.trailing_bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:  # defined alone: unhashable, as a dataclass
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, HepPacket)
+        return self.to_tuple() == other.to_tuple()
+
+    def __repr__(self) -> str:
+        inner = ", ".join([f"{n}={v!r}" for n, v in zip(_FIELDS, self.to_tuple(), strict=True)])
+        return f"HepPacket({inner})"
 
     @property
     def timestamp_us(self) -> int:
@@ -71,8 +166,12 @@ class HepPacket:
 
     @property
     def src_ip_text(self) -> str:
-        return str(ipaddress.ip_address(self.src_ip))
+        import ipaddress  # for display only: not worth its import on every start-up
+
+        return str(ipaddress.ip_address(bytes(self.src_ip)))
 
     @property
     def dst_ip_text(self) -> str:
-        return str(ipaddress.ip_address(self.dst_ip))
+        import ipaddress
+
+        return str(ipaddress.ip_address(bytes(self.dst_ip)))

@@ -55,7 +55,6 @@ Direction is the media-level attribute over the session-level one [RFC 4566 §6]
 
 from __future__ import annotations
 
-import hashlib
 from operator import itemgetter
 from sys import intern
 from typing import Any, ClassVar, Final
@@ -65,6 +64,7 @@ from mypy_extensions import mypyc_attr
 from consumers.dedup import LogicalMessage
 from consumers.detectors.base import Detector, Output
 from consumers.detectors.hops import sent_and_delivered
+from consumers.hashing import blake2b
 from consumers.records import Severity
 from consumers.sip import Sdp, SipMessage, effective_direction
 from consumers.sip.body import find_session_sdp
@@ -349,7 +349,7 @@ def _digest(raw: bytes) -> int:
         end = norm.find(b"\n", cut + 1)
         norm = norm[:cut] + norm[end:] if end >= 0 else norm[:cut]
         cut = norm.find(b"\no=", cut)
-    return int.from_bytes(hashlib.blake2b(norm, digest_size=8).digest(), "big")
+    return int.from_bytes(blake2b(norm, digest_size=8).digest(), "big")
 
 
 def diff(

@@ -48,7 +48,6 @@ Anomalies (severity per the catalogue; C.0 scale where it gives none):
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar, Final
 
 from mypy_extensions import mypyc_attr
@@ -64,6 +63,7 @@ from consumers.detectors.sdp_changes import (
     reliable_1xx,
     sent_message,
 )
+from consumers.hashing import blake2b
 from consumers.record_ids import record_id
 from consumers.records import SessionChangeRecord, Severity
 from consumers.sip import SipMessage
@@ -103,7 +103,7 @@ _CONTACT_KEYS: Final[dict[str, tuple[int, str]]] = table()
 
 
 def _stable_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest())
+    return int.from_bytes(blake2b(text.encode("utf-8", "replace"), digest_size=8).digest())
 
 
 def contact_key(msg: SipMessage) -> tuple[int, str] | None:

@@ -17,7 +17,6 @@ checkpoint thaw with the dictionary they were made with.
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from typing import TYPE_CHECKING, Final
 
@@ -43,6 +42,8 @@ class Freezer:
         self.thawed = 0
 
     def freeze(self, call: Call) -> bytes:
+        import pickle  # here: a process that never freezes (a short analyze) never loads it
+
         data = pickle.dumps(call, pickle.HIGHEST_PROTOCOL)
         if not self.zdict:
             self.zdict = data[-_DICT_MAX:]
@@ -54,6 +55,8 @@ class Freezer:
         return head + comp.compress(data) + comp.flush()
 
     def thaw(self, blob: bytes) -> Call:
+        import pickle
+
         dec = zlib.decompressobj(_WBITS, zdict=self.zdict)
         self.thawed += 1
         return pickle.loads(dec.decompress(blob[_HEADER:]) + dec.flush())  # type: ignore[no-any-return]
