@@ -28,7 +28,9 @@ in the outputs).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
+import sys
 import threading
 import time
 from typing import Any, Generic, Protocol, TypeVar
@@ -56,6 +58,36 @@ class Worker(Protocol):
 W = TypeVar("W", bound=Worker)
 
 CLOSE_TIMEOUT_S = 10.0
+# Past the close bound, how long before the process is ended regardless (see _close_watchdog).
+CLOSE_WATCHDOG_GRACE_S = 15.0
+_closing = 0  # consumers of this process inside _close (the consume and legs stages close together)
+_closing_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _close_watchdog() -> Any:
+    """Bound a close even when Python itself cannot go on. A close seen in CI kept both of a
+    process's stages inside `join(CLOSE_TIMEOUT_S)` for 30 s: the interpreter lock never
+    came back from librdkafka's close during a rebalance, so no Python-level timeout could
+    fire. faulthandler's timer is a C thread that needs no lock: past the bound plus a
+    grace it writes every thread's stack to stderr and ends the process with status 1.
+    Everything was checkpointed and committed before the close; what is lost is only the
+    clean leave of the group (the group notices after its session timeout)."""
+    global _closing
+    out = sys.__stderr__
+    with _closing_lock:
+        _closing += 1
+        if _closing == 1 and out is not None:
+            faulthandler.dump_traceback_later(
+                CLOSE_TIMEOUT_S + CLOSE_WATCHDOG_GRACE_S, exit=True, file=out
+            )
+    try:
+        yield
+    finally:
+        with _closing_lock:
+            _closing -= 1
+            if _closing == 0:
+                faulthandler.cancel_dump_traceback_later()
 
 
 class PartitionedConsumer(Generic[W]):
@@ -180,8 +212,9 @@ class PartitionedConsumer(Generic[W]):
         request in flight during a rebalance) only delays the group noticing that this
         member left, by its session timeout; it must not keep the process from stopping."""
         closer = threading.Thread(target=consumer.close, name="kafka-close", daemon=True)
-        closer.start()
-        closer.join(CLOSE_TIMEOUT_S)
+        with _close_watchdog():
+            closer.start()
+            closer.join(CLOSE_TIMEOUT_S)
         if closer.is_alive():
             self.log.warning(
                 "%sKafka consumer did not close within %.0f s; stopping without it (the "

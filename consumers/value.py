@@ -1,6 +1,8 @@
-"""`Value`: the base of the compiled classes that behave like dataclasses without being
-dataclasses: the SIP model's values (CSeq, Uri, Sdp, ...), the observation and message
-records of the hot path, the engine's and the capture's configs and stats.
+"""`Value`: the base of the classes that behave like dataclasses without being dataclasses:
+the SIP model's values (CSeq, Uri, Sdp, ...), the output records, the engine's and the
+capture's configs and stats. Those not compiled (the leg record, the leg correlator's
+config and stats) derive from `InterpretedValue`. `plain` copies a field as
+`dataclasses.asdict` would.
 
 Each subclass writes its own `__init__` and names its fields in `FIELDS`; equality (same
 class, same field values), `repr`, `replace` and `to_tuple` come from here, as a dataclass
@@ -72,9 +74,9 @@ _ATOMS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
 def plain(value: Any) -> Any:
     """`value` copied as `dataclasses.asdict` copies a field: a `Value` or a dataclass
     becomes a dict of its fields, lists, tuples and dicts are rebuilt around copies of their
-    items, anything else is deep-copied. Immutable atoms (str, int, float, bool, None) are
-    returned as they are, and so is a list or tuple holding only atoms (a tuple is immutable;
-    a list of atoms is copied by one `list` call)."""
+    items, anything else is deep-copied. Atoms (str, int, float, bool, None) and tuples of
+    atoms, being immutable, are returned as they are; a list of atoms is copied by one
+    `list` call."""
     kind = type(value)
     if kind in _ATOMS:
         return value
