@@ -177,57 +177,6 @@ class LegRecord(InterpretedValue):
         self.response_ms = response_ms
         self.offer_in_response = offer_in_response
 
-    def to_tuple(self) -> tuple[Any, ...]:
-        return (
-            self.id,
-            self.fact,
-            self.event_time_us,
-            self.detected_at_us,
-            self.node,
-            self.capture_id,
-            self.call_id,
-            self.caller_tag,
-            self.callee_tag,
-            self.owner_known,
-            self.direction,
-            self.dialog_state,
-            self.method,
-            self.cseq,
-            self.status,
-            self.src_ip,
-            self.src_port,
-            self.dst_ip,
-            self.dst_port,
-            self.transport,
-            self.ref,
-            self.ua_sender,
-            self.ua_peer,
-            self.hep_correlation_id,
-            self.session_id_pair,
-            self.x_cid,
-            self.icid,
-            self.from_user,
-            self.to_user,
-            self.ruri_user,
-            self.invite_time_us,
-            self.invite_ref,
-            self.invite_src_ip,
-            self.invite_src_port,
-            self.invite_dst_ip,
-            self.invite_dst_port,
-            self.caller_allow,
-            self.callee_allow,
-            self.session_expires,
-            self.refresher,
-            self.purpose,
-            self.offer,
-            self.sdp_change,
-            self.request_time_us,
-            self.answered_by,
-            self.response_ms,
-            self.offer_in_response,
-        )
-
     @property
     def kind(self) -> str:
         return "leg"

@@ -78,7 +78,7 @@ _CHECKS: dict[str, Callable[[object], bool]] = {
 }
 
 # The constructor's parameters, annotations as written (the class is interpreted on purpose).
-_PARAMS = [p for p in inspect.signature(LegRecord).parameters.values()]
+_PARAMS = list(inspect.signature(LegRecord).parameters.values())
 _NAMES = tuple(p.name for p in _PARAMS)
 _CHECK = {p.name: _CHECKS[str(p.annotation)] for p in _PARAMS}
 _REQUIRED = frozenset(p.name for p in _PARAMS if p.default is inspect.Parameter.empty)
